@@ -1,0 +1,75 @@
+"""The `recsys` console script: one entry point, subcommands owned by each area.
+
+Each area registers its own subcommands (`register(subparsers)`), so this file only wires
+them together and turns `UserError` into a one-line message with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from recsys.errors import UserError
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _register_bench(subparsers: argparse._SubParsersAction) -> None:
+    names = sorted(p.stem.removeprefix("bench_") for p in BENCH_DIR.glob("bench_*.py"))
+    p = subparsers.add_parser(
+        "bench",
+        help="run a benchmark script from benchmarks/ (writes JSON to benchmarks/results/)",
+        description="Run benchmarks/bench_NAME.py; arguments after NAME go to the script.",
+    )
+    p.add_argument("name", choices=names or None, help="benchmark name")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    script = BENCH_DIR / f"bench_{args.name}.py"
+    if not script.is_file():
+        raise UserError(f"no benchmark {args.name!r}: {script} does not exist")
+    module = runpy.run_path(str(script), run_name="recsys_bench")
+    return int(module["main"](list(args.args)) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipelines.cli import register as register_data
+    from recsys.demo import register as register_demo
+    from recsys.retrieval.cli import register as register_export
+    from recsys.training.cli import register as register_training
+    from serving.cli import register as register_serving
+
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="Sequential recommendation with learned similarities (Mixture of Logits).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_data(sub)
+    register_training(sub)
+    register_export(sub)
+    register_serving(sub)
+    _register_bench(sub)
+    register_demo(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,10 @@
+"""The one exception type for bad input at the boundary: the CLI prints it without a traceback."""
+
+
+class UserError(Exception):
+    """Bad input from the user (file, field, value); the message says what was expected."""
+
+
+class DataFormatError(UserError, ValueError):
+    """A malformed input file: the message names the file, the line/row, the column and what
+    was expected."""
