@@ -31,10 +31,13 @@ FORMAT_VERSION = 1
 FILES = ("items.parquet", "users.parquet", "sequences.parquet", "stats.json")
 REQUIRED_STATS = ("format_version", "num_users", "num_items", "num_interactions")
 
-ITEMS_SCHEMA = {"item_id": pl.Int32, "item_key": pl.String, "count": pl.Int64}
-USERS_SCHEMA = {"user_id": pl.Int32, "user_key": pl.String}
-SEQUENCES_SCHEMA = {"user_id": pl.Int32, "item_ids": pl.List(pl.Int32)}
-OPTIONAL_ITEM_COLUMNS = {"title": pl.String, "genres": pl.List(pl.String)}
+ITEMS_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.Int32(),
+    "item_key": pl.String(),
+    "count": pl.Int64(),
+}
+USERS_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.Int32(), "user_key": pl.String()}
+SEQUENCES_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.Int32(), "item_ids": pl.List(pl.Int32)}
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,8 @@ def write_dataset(
     with atomic_dir(path) as tmp:
         items.write_parquet(tmp / "items.parquet")
         users.write_parquet(tmp / "users.parquet")
-        sequences.write_parquet(tmp / "sequences.parquet")
+        # Level 1 halves the write time at 20M events for a file ~4% larger.
+        sequences.write_parquet(tmp / "sequences.parquet", compression_level=1)
         (tmp / "stats.json").write_text(json.dumps(full_stats, indent=2) + "\n")
     return Path(path)
 
@@ -178,7 +182,9 @@ def load_dataset(path: str | Path) -> SequenceDataset:
         raise UserError(f"dataset directory {root}: {e}") from e
     for key, actual in (("num_items", items.height), ("num_users", users.height)):
         if stats[key] != actual:
-            raise UserError(f"{root / 'stats.json'}: {key}={stats[key]} but the files hold {actual}")
+            raise UserError(
+                f"{root / 'stats.json'}: {key}={stats[key]} but the files hold {actual}"
+            )
 
     lengths = sequences["item_ids"].list.len().to_numpy().astype(np.int64)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
