@@ -1,0 +1,260 @@
+"""The sequential recommender: item embedding + encoder + learned similarity.
+
+Training is autoregressive (docs/SPEC.md section 2): position t is supervised by item t+1
+with a sampled softmax over R negatives. With MoL (Ding & Zhai, WWW'25, arXiv 2407.15462)
+the item half of the similarity is computed once per distinct item (positives and
+negatives separately) and gathered, and the negatives are scored chunk by chunk
+with a hand-written backward (`recsys.similarity.mol_fused`) so the (rows, R, hidden)
+intermediates of the cross gate never exist all at once.
+
+Negatives (`NegativesConfig.kind`):
+- "shared": one set of R uniform negatives (with replacement, ids 1..N) for every position
+  of the batch: one dense (rows, R) scoring pass, the cheap default.
+- "per_position": R uniform negatives per position (item parts of the distinct ones only).
+- "in_batch": R targets drawn uniformly from the batch's supervised positions, shared by
+  every position, so negatives follow the data's item popularity (no logQ correction).
+A negative equal to the row's positive is masked out in every case.
+
+Shapes: B batch, T sequence length, D model dim, N catalog size (ids 1..N, 0 = padding),
+n supervised positions, R negatives, P = P_Q * P_X.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recsys.models.hstu import HSTU, HSTUConfig
+from recsys.models.sasrec import SASRec, SASRecConfig
+from recsys.similarity.dot import DotConfig, DotSimilarity
+from recsys.similarity.mol import MoLConfig, MoLSimilarity
+from recsys.similarity.parts import ItemParts, QueryParts
+
+LN_EPS = 1e-6
+ENCODER_TYPES: dict[str, type] = {"hstu": HSTUConfig, "sasrec": SASRecConfig}
+SIMILARITY_TYPES: dict[str, type] = {"dot": DotConfig, "mol": MoLConfig}
+NEGATIVE_KINDS = ("shared", "per_position", "in_batch")
+
+
+def _tagged(config: Any, types: dict[str, type]) -> dict[str, Any]:
+    tag = next(name for name, cls in types.items() if isinstance(config, cls))
+    return {"type": tag, **dataclasses.asdict(config)}
+
+
+def _untagged(d: Any, types: dict[str, type], where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ValueError(f"ModelConfig.{where} must be a mapping, got {type(d).__name__}")
+    d = dict(d)
+    tag = d.pop("type", None)
+    if tag not in types:
+        raise ValueError(f"ModelConfig.{where}.type must be one of {sorted(types)}, got {tag!r}")
+    cls = types[tag]
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in d:
+        if key not in known:
+            raise ValueError(
+                f"unknown key {where}.{key!r} for {where} type {tag!r}; known: {sorted(known)}"
+            )
+    return cls(**d)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """num_items N (ids 1..N), the encoder config and the similarity config."""
+
+    num_items: int
+    encoder: HSTUConfig | SASRecConfig
+    similarity: DotConfig | MoLConfig
+
+    def __post_init__(self) -> None:
+        n = self.num_items
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"ModelConfig.num_items must be an integer >= 1, got {n!r}")
+        if not isinstance(self.encoder, HSTUConfig | SASRecConfig):
+            raise ValueError(
+                f"ModelConfig.encoder must be HSTUConfig or SASRecConfig, got "
+                f"{type(self.encoder).__name__}"
+            )
+        if not isinstance(self.similarity, DotConfig | MoLConfig):
+            raise ValueError(
+                f"ModelConfig.similarity must be DotConfig or MoLConfig, got "
+                f"{type(self.similarity).__name__}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict; each sub-config carries a "type" tag (hstu/sasrec, dot/mol)."""
+        return {
+            "num_items": self.num_items,
+            "encoder": _tagged(self.encoder, ENCODER_TYPES),
+            "similarity": _tagged(self.similarity, SIMILARITY_TYPES),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of `to_dict`; an unknown key raises ValueError naming it."""
+        for key in d:
+            if key not in ("num_items", "encoder", "similarity"):
+                raise ValueError(
+                    f"unknown key {key!r} in model config; known: encoder, num_items, similarity"
+                )
+        for key in ("num_items", "encoder", "similarity"):
+            if key not in d:
+                raise ValueError(f"model config is missing the key {key!r}")
+        return cls(
+            num_items=d["num_items"],
+            encoder=_untagged(d["encoder"], ENCODER_TYPES, "encoder"),
+            similarity=_untagged(d["similarity"], SIMILARITY_TYPES, "similarity"),
+        )
+
+
+@dataclass(frozen=True)
+class NegativesConfig:
+    """How the sampled softmax draws its R = `num` negatives (see the module docstring)."""
+
+    kind: Literal["shared", "per_position", "in_batch"] = "shared"
+    num: int = 128
+
+    def __post_init__(self) -> None:
+        if self.kind not in NEGATIVE_KINDS:
+            raise ValueError(
+                f"NegativesConfig.kind must be one of {NEGATIVE_KINDS}, got {self.kind!r}"
+            )
+        if isinstance(self.num, bool) or not isinstance(self.num, int) or self.num < 1:
+            raise ValueError(f"NegativesConfig.num must be an integer >= 1, got {self.num!r}")
+
+
+def build_encoder(config: HSTUConfig | SASRecConfig) -> nn.Module:
+    return HSTU(config) if isinstance(config, HSTUConfig) else SASRec(config)
+
+
+def build_similarity(config: DotConfig | MoLConfig, dim: int) -> DotSimilarity | MoLSimilarity:
+    if isinstance(config, MoLConfig):
+        return MoLSimilarity(config, dim)
+    return DotSimilarity(config, dim)
+
+
+class SeqRecModel(nn.Module):
+    """Item embedding (N+1, D, padding 0) + encoder + final LayerNorm + similarity."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.encoder.dim
+        self.num_items = config.num_items
+        self.item_emb = nn.Embedding(config.num_items + 1, dim, padding_idx=0)
+        nn.init.trunc_normal_(self.item_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        self.encoder = build_encoder(config.encoder)
+        self.similarity = build_similarity(config.similarity, dim)
+
+    # -- queries ---------------------------------------------------------------------
+
+    def encode(self, item_ids: Tensor, timestamps: Tensor | None = None) -> Tensor:
+        """item_ids (B, T) long right-padded with 0, timestamps (B, T) | None -> (B, T, D)."""
+        mask = item_ids != 0
+        out = self.encoder(self.item_emb(item_ids), mask, timestamps)
+        return F.layer_norm(out, (out.shape[-1],), eps=LN_EPS)
+
+    def query(self, item_ids: Tensor, timestamps: Tensor | None = None) -> Tensor:
+        """(B, D): the encoder output at each row's last valid position (zeros if empty)."""
+        out = self.encode(item_ids, timestamps)
+        last = ((item_ids != 0).sum(dim=1) - 1).clamp(min=0)
+        return out[torch.arange(out.shape[0], device=out.device), last]
+
+    def query_parts(
+        self, item_ids: Tensor, timestamps: Tensor | None = None, user_ids: Tensor | None = None
+    ) -> QueryParts:
+        """QueryParts of the last valid positions; user_ids (B,) long (< 0 = unknown) | None."""
+        return self.similarity.query_parts(self.query(item_ids, timestamps), user_ids)
+
+    def item_parts(self, item_ids: Tensor | None = None) -> ItemParts:
+        """ItemParts of item_ids (X,) long, or of the whole catalog 0..N (row 0 = padding)."""
+        e = self.item_emb.weight if item_ids is None else self.item_emb(item_ids)
+        return self.similarity.item_parts(e)
+
+    def score_all(
+        self,
+        item_ids: Tensor,
+        timestamps: Tensor | None = None,
+        user_ids: Tensor | None = None,
+        item_chunk: int = 4096,
+    ) -> Tensor:
+        """(B, N+1) float32 scores against the whole catalog; column 0 (padding) is -inf.
+
+        Items are scored `item_chunk` at a time. The caller chooses the grad mode.
+        """
+        qp = self.query_parts(item_ids, timestamps, user_ids)
+        n = self.num_items + 1
+        out = torch.empty(qp.batch_size, n, dtype=torch.float32, device=item_ids.device)
+        for start in range(0, n, item_chunk):
+            ids = torch.arange(start, min(start + item_chunk, n), device=item_ids.device)
+            out[:, start : start + ids.shape[0]] = self.similarity.score_all(
+                qp, self.item_parts(ids)
+            ).float()
+        out[:, 0] = float("-inf")
+        return out
+
+    # -- training --------------------------------------------------------------------
+
+    def _negatives(
+        self, targets: Tensor, negatives: NegativesConfig
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """targets (n,) -> (negative item ids (R,) or distinct ids (U,), idx (n, R) | None,
+        valid (n, R) bool)."""
+        n, r, device = targets.shape[0], negatives.num, targets.device
+        if negatives.kind == "per_position":
+            ids = torch.randint(1, self.num_items + 1, (n, r), device=device)
+            distinct, idx = torch.unique(ids, return_inverse=True)
+            return distinct, idx.view(n, r), ids != targets.unsqueeze(1)
+        if negatives.kind == "in_batch":
+            ids = targets[torch.randint(0, n, (r,), device=device)]
+        else:
+            ids = torch.randint(1, self.num_items + 1, (r,), device=device)
+        return ids, None, ids.unsqueeze(0) != targets.unsqueeze(1)
+
+    def training_loss(
+        self,
+        item_ids: Tensor,
+        timestamps: Tensor | None = None,
+        user_ids: Tensor | None = None,
+        negatives: NegativesConfig | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Autoregressive sampled-softmax loss over every supervised position.
+
+        item_ids (B, T) right-padded, timestamps (B, T) | None, user_ids (B,) | None.
+        Returns (loss, logs): loss = sampled softmax + weighted aux losses (training mode);
+        logs hold detached "loss", "sampled_softmax", each aux loss and "num_positions".
+        """
+        negatives = negatives if negatives is not None else NegativesConfig()
+        out = self.encode(item_ids, timestamps)
+        targets_bt = item_ids[:, 1:]
+        supervised = targets_bt != 0  # right padding: a valid next item has a valid current one
+        rows = out[:, :-1][supervised]  # (n, D)
+        targets = targets_bt[supervised]  # (n,)
+        row_users = None
+        if user_ids is not None:
+            row_users = user_ids.unsqueeze(1).expand_as(targets_bt)[supervised]
+        n = targets.shape[0]
+        if n == 0:
+            zero = out.sum() * 0.0
+            return zero, {"loss": zero.detach(), "num_positions": torch.tensor(0.0)}
+
+        qp = self.similarity.query_parts(rows, row_users)
+        distinct, inv = torch.unique(targets, return_inverse=True)
+        pos, gates = self.similarity.score_gathered(
+            qp, self.item_parts(distinct), inv.unsqueeze(1), return_gates=True
+        )
+        neg_ids, idx, valid = self._negatives(targets, negatives)
+        main = self.similarity.sampled_softmax(qp, pos[:, 0], self.item_parts(neg_ids), idx, valid)
+        aux = self.similarity.aux_losses(user_ids=row_users, gates=gates)
+        loss = main + sum(aux.values()) if aux else main
+        logs = {"loss": loss.detach(), "sampled_softmax": main.detach()}
+        logs.update({name: value.detach() for name, value in aux.items()})
+        logs["num_positions"] = torch.tensor(float(n))
+        return loss, logs
