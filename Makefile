@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check recsys pipelines serving tests benchmarks
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -p no:cacheprovider tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recsys pipelines serving tests benchmarks

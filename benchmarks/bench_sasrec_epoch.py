@@ -1,0 +1,250 @@
+"""SASRec-dot training epoch on MovieLens-1M: wall time, peak memory, quality after N epochs.
+
+Setting of the RecBole peer in ../shared/docs/BENCHMARKS.md: 2 blocks, 1 head, d 50, max
+length 200, batch 128. RecBole 1.2.1 needs 3,303 s an epoch here (every prefix is a row:
+982,089 rows) and reaches test HR@10 .241 / NDCG@10 .131 after one epoch (seen items
+masked). Our epoch supervises every position of each training sequence in one pass (the
+same ~988k targets), with a sampled softmax (configs/ml-1m-sasrec-dot.yaml).
+
+Each precision runs in its own child process (clean peak RSS). Per run: training-epoch wall
+time (a Lightning callback around the training loop, validation excluded), validation
+time, peak RSS, and the test metrics of the selected checkpoint.
+
+    recsys bench sasrec_epoch                       # fp32 and bf16-mixed, 1 epoch each
+    recsys bench sasrec_epoch --epochs 3 --precision bf16-mixed
+
+Writes benchmarks/results/sasrec-epoch-ml-1m-cpu.json (or -cuda). Skips when the data is
+absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+RECBOLE = {
+    "epoch_s": 3303,
+    "peak_memory_gib": 6.7,
+    "test_after_1_epoch": {"hr@10": 0.241, "ndcg@10": 0.131, "hr@50": 0.503, "hr@200": 0.724},
+}
+TARGET_EPOCH_S = 66.0
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("RECSYS_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+def prepared_ml1m(cache: Path) -> Path | None:
+    """data/ml-1m prepared from ../shared/data/ml-1m/sequences.txt on first use (None if absent)."""
+    source = shared_data_dir() / "ml-1m" / "sequences.txt"
+    if not source.is_file():
+        return None
+    out = cache / "ml-1m"
+    if not (out / "stats.json").is_file():
+        from pipelines.prepare import PrepareConfig, prepare
+
+        prepare(PrepareConfig(format="sequences", input=source, out=out))
+    return out
+
+
+def _validation_curve(run_dir: Path) -> list[dict[str, float]]:
+    """Per-epoch validation hr@10 / ndcg@10 from the CSV logger."""
+    curve = []
+    for log in sorted(run_dir.glob("logs/version_*/metrics.csv")):
+        for row in csv.DictReader(log.open()):
+            if row.get("valid/hr@10"):
+                curve.append(
+                    {
+                        "epoch": int(row["epoch"]),
+                        "hr@10": round(float(row["valid/hr@10"]), 4),
+                        "ndcg@10": round(float(row["valid/ndcg@10"]), 4),
+                    }
+                )
+    return curve
+
+
+def _child(args: argparse.Namespace) -> int:
+    """One training run in this process; writes its measurements as JSON to args.child."""
+    import lightning as L
+    import torch
+
+    from recsys.training.config import config_from_dict, load_config
+    from recsys.training.run import train
+
+    torch.set_num_threads(args.threads)
+    base = load_config(args.config).to_dict()
+    base["training"].update(
+        {
+            "epochs": args.epochs,
+            "precision": args.precision,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "early_stopping": {"metric": "ndcg@10", "patience": 100},
+        }
+    )
+    if args.negatives:
+        kind, num = args.negatives.split(":")
+        base["training"]["negatives"] = {"kind": kind, "num": int(num)}
+    config = config_from_dict(base, str(args.config))
+
+    class Timer(L.Callback):
+        def __init__(self) -> None:
+            self.epochs: list[float] = []
+            self.vals: list[float] = []
+            self._val_this_epoch: list[float] = []
+
+        def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+            self._t = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+            # Lightning runs the epoch-end validation before this hook: subtract it.
+            self.epochs.append(time.perf_counter() - self._t - sum(self._val_this_epoch))
+            self._val_this_epoch = []
+
+        def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+            self._v = time.perf_counter()
+
+        def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+            if trainer.sanity_checking:
+                return
+            dt = time.perf_counter() - self._v
+            self.vals.append(dt)
+            self._val_this_epoch.append(dt)
+
+    timer = Timer()
+    with tempfile.TemporaryDirectory() as run_dir:
+        start = time.perf_counter()
+        metrics = train(
+            config, data_dir=args.data, out_dir=run_dir, progress_bar=False, callbacks=[timer]
+        )
+        total = time.perf_counter() - start
+        curve = _validation_curve(Path(run_dir))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = {
+        "precision": args.precision,
+        "epochs": args.epochs,
+        "epoch_wall_s": [round(t, 2) for t in timer.epochs],
+        "validation_wall_s": [round(t, 2) for t in timer.vals],
+        "total_wall_s": round(total, 1),
+        "peak_rss_gib": round(peak_kib / 2**20, 2),
+        "valid_by_epoch": curve,
+        "test": metrics["test"],
+        "valid": metrics["valid"],
+        "popularity_test": metrics["popularity"],
+    }
+    Path(args.child).write_text(json.dumps(result))
+    return 0
+
+
+def _run_child(args: argparse.Namespace, data: Path, precision: str) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(out),
+        "--data",
+        str(data),
+        "--precision",
+        precision,
+        "--epochs",
+        str(args.epochs),
+        "--threads",
+        str(args.threads),
+        "--lr",
+        str(args.lr),
+        "--batch-size",
+        str(args.batch_size),
+        "--config",
+        str(args.config),
+    ]
+    if args.negatives:
+        cmd += ["--negatives", args.negatives]
+    subprocess.run(cmd, check=True)
+    result = json.loads(out.read_text())
+    out.unlink()
+    return result
+
+
+def _load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recsys bench sasrec_epoch", description=__doc__)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--precision", nargs="+", default=["32-true", "bf16-mixed"], help="one run per value"
+    )
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=128, help="users per step")
+    parser.add_argument("--negatives", help="KIND:NUM, e.g. shared:512 (default: the config's)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs/ml-1m-sasrec-dot.yaml")
+    parser.add_argument("--data-cache", type=Path, default=REPO_ROOT / "data")
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/...)")
+    args = parser.parse_args(argv)
+    if args.child:
+        args.precision = args.precision[0] if isinstance(args.precision, list) else args.precision
+        return _child(args)
+
+    import torch
+
+    from recsys.atomic import atomic_write_text
+    from recsys.provenance import provenance
+
+    data = prepared_ml1m(args.data_cache)
+    if data is None:
+        print(f"skip: {shared_data_dir() / 'ml-1m' / 'sequences.txt'} is absent")
+        return 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    load_before = _load_average()
+    runs = [_run_child(args, data, p) for p in args.precision]
+    for run in runs:
+        run["meets_epoch_target"] = max(run["epoch_wall_s"]) <= TARGET_EPOCH_S
+        if args.epochs == 1:
+            run["beats_recbole_1_epoch"] = {
+                k: run["test"][k] >= v for k, v in RECBOLE["test_after_1_epoch"].items()
+            }
+    result = {
+        "benchmark": "sasrec-dot epoch, ML-1M (2 blocks, 1 head, d 50, length 200)",
+        "config": str(args.config.relative_to(REPO_ROOT)),
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "negatives": args.negatives or "config",
+        "device": device,
+        "target_epoch_s": TARGET_EPOCH_S,
+        "recbole_baseline": RECBOLE,
+        "runs": runs,
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
+        "provenance": provenance("recsys bench sasrec_epoch " + " ".join(argv or sys.argv[1:])),
+    }
+    out = args.out or REPO_ROOT / "benchmarks" / "results" / f"sasrec-epoch-ml-1m-{device}.json"
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    for run in runs:
+        print(
+            f"{run['precision']}: epoch {run['epoch_wall_s']} s, peak {run['peak_rss_gib']} GiB, "
+            f"test hr@10 {run['test']['hr@10']:.4f} ndcg@10 {run['test']['ndcg@10']:.4f}"
+        )
+    print(f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The one place where retriever names map to retrievers (`recsys evaluate --retriever`,
+the benchmark, the serving adapter).
+
+Every retriever answers `search(queries: QueryParts, k, exclude (B, N+1) bool | None)
+-> (scores (B, K), item_ids (B, K))` (conventions in `recsys.retrieval.topk`).
+
+Default budgets are the ones measured in `benchmarks/bench_retrieval.py` to give recall
+>= 0.99 at k = 100 on the trained synthetic 1M-item model (see the README's retrieval table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor
+
+from recsys.retrieval.bounded import BoundedConfig, BoundedExact
+from recsys.retrieval.brute_force import BruteForce, BruteForceConfig
+from recsys.retrieval.dot import DotRetriever
+from recsys.retrieval.index import ItemIndex, Similarity
+from recsys.retrieval.rails import BACKENDS, Backend, Combined, TopKAvg, TopKPerEmbd
+from recsys.similarity.parts import QueryParts
+
+RETRIEVER_NAMES = ("brute_force", "bounded_exact", "topk_avg", "topk_per_embd", "combined", "dot")
+EXACT_RETRIEVERS = ("brute_force", "bounded_exact", "dot")
+
+
+class Retriever(Protocol):
+    def search(
+        self, queries: QueryParts, k: int, exclude: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]: ...
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Budgets of the approximate methods (k' per search) and the search backend.
+
+    per_embd_k: TopKPerEmbd k'; avg_k: TopKAvg k'; combined_k1 / combined_k2: Combined's
+    TopKPerEmbd and TopKAvg budgets; bounded_first_k: TopKAvg budget of bounded-exact's
+    first stage; backend: "torch" or "faiss" for the inner-product searches.
+    """
+
+    per_embd_k: int = 256
+    avg_k: int = 2048
+    combined_k1: int = 64
+    combined_k2: int = 1024
+    bounded_first_k: int = 1024
+    backend: Backend = "torch"
+
+    def __post_init__(self) -> None:
+        for name in (
+            "per_embd_k",
+            "avg_k",
+            "combined_k1",
+            "combined_k2",
+            "bounded_first_k",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"RetrievalConfig.{name} must be an integer >= 1, got {value!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"RetrievalConfig.backend must be one of {BACKENDS}, got {self.backend!r}"
+            )
+
+
+def make_retriever(
+    name: str,
+    similarity: Similarity,
+    index: ItemIndex,
+    config: RetrievalConfig | None = None,
+) -> Retriever:
+    """Build the retriever called `name` (one of RETRIEVER_NAMES) over `index`."""
+    c = config if config is not None else RetrievalConfig()
+    if name == "brute_force":
+        return BruteForce(similarity, index, BruteForceConfig())
+    if name == "bounded_exact":
+        return BoundedExact(
+            similarity, index, config=BoundedConfig(first_stage_k=c.bounded_first_k)
+        )
+    if name == "topk_avg":
+        return TopKAvg(similarity, index, c.avg_k, c.backend)
+    if name == "topk_per_embd":
+        return TopKPerEmbd(similarity, index, c.per_embd_k, c.backend)
+    if name == "combined":
+        return Combined(similarity, index, c.combined_k1, c.combined_k2, c.backend)
+    if name == "dot":
+        return DotRetriever(similarity, index, c.backend)
+    raise ValueError(f"unknown retriever {name!r}; expected one of {RETRIEVER_NAMES}")

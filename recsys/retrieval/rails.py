@@ -1,0 +1,163 @@
+"""RAILS approximate MoL top-k: TopKPerEmbd, TopKAvg and their union (Combined).
+
+Ding & Zhai, "Retrieval with Learned Similarities" (WWW'25, arXiv 2407.15462), section 4,
+and docs/SPEC.md section 3. Each method builds a candidate set with plain inner-product
+searches over the precomputed item components, then rescores the (de-duplicated) union
+with the full MoL similarity (gating included; a_x read from the index) and keeps the top k:
+- TopKPerEmbd(k'): for each of the P = P_Q * P_X component pairs (i, j), the k' items of
+  highest <f_i(q), g_j(x)>; at most P * k' candidates;
+- TopKAvg(k'): the k' items of highest <sum_i f_i(q), mean_j g_j(x)> (one search);
+- Combined(k1, k2): the union of TopKPerEmbd(k1) and TopKAvg(k2).
+
+Exclusion is applied inside the candidate searches too (exact over-fetching of k' + E
+results when a row excludes E items, or a mask on the scores when E is large), so excluded
+items never use up the budget.
+A budget k' below k is raised to k, so every method returns k admissible items whenever
+the catalog has them. With k' >= N every method is exact.
+
+The inner-product searches run in the index dtype (bf16 halves their memory traffic) with
+either torch (`component_topk`) or FAISS flat indexes (`FaissComponentSearch`); both return
+the same candidates up to ties and rounding.
+
+Shapes: B queries, N catalog size, P_Q / P_X components, d_P component dim, K top-k.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from recsys.retrieval.faiss_search import FaissComponentSearch
+from recsys.retrieval.index import ItemIndex, Similarity, rescore_topk
+from recsys.retrieval.topk import check_exclude, check_k, component_topk
+from recsys.similarity.parts import QueryParts
+
+Backend = Literal["torch", "faiss"]
+BACKENDS: tuple[Backend, ...] = ("torch", "faiss")
+
+
+def _check_budget(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+class ComponentSearch:
+    """k-best inner-product search of query vectors against item vectors (N+1, J, d), with
+    the torch or the FAISS backend: `search(queries (B, Q, d), k, exclude) -> (B, Q*J, k)`."""
+
+    def __init__(self, items: Tensor, backend: Backend) -> None:
+        _check_backend(backend)
+        self.items = items
+        self.backend = backend
+        self._faiss = FaissComponentSearch(items) if backend == "faiss" else None
+
+    def search(self, queries: Tensor, k: int, exclude: Tensor | None) -> Tensor:
+        if self._faiss is not None:
+            return self._faiss.search(queries, k, exclude)
+        return component_topk(queries, self.items, k, exclude)
+
+
+def avg_query(f: Tensor) -> Tensor:
+    """f (B, P_Q, d_P) -> (B, 1, d_P): sum_i f_i, the TopKAvg query vector."""
+    return f.sum(dim=1, keepdim=True)
+
+
+def avg_items(g: Tensor) -> Tensor:
+    """g (N+1, P_X, d_P) -> (N+1, 1, d_P): mean_j g_j, the TopKAvg item vector (computed in
+    float32, stored in g's dtype)."""
+    return g.float().mean(dim=1, keepdim=True).to(g.dtype)
+
+
+class TopKPerEmbd:
+    """Union of per-component-pair top-k' inner-product searches, rescored with full MoL."""
+
+    def __init__(
+        self, similarity: Similarity, index: ItemIndex, k_prime: int, backend: Backend = "torch"
+    ) -> None:
+        _check_budget("TopKPerEmbd.k_prime", k_prime)
+        self.similarity, self.index, self.k_prime = similarity, index, k_prime
+        self.searcher = ComponentSearch(index.g, backend)
+
+    def candidates(self, queries: QueryParts, k: int, exclude: Tensor | None) -> Tensor:
+        """(B, P * max(k', k)) candidate ids (repeats and 0s possible)."""
+        ids = self.searcher.search(queries.f, max(self.k_prime, k), exclude)
+        return ids.reshape(ids.shape[0], -1)
+
+    @torch.no_grad()
+    def search(
+        self, queries: QueryParts, k: int, exclude: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """queries (B), exclude (B, N+1) bool | None -> (scores (B, k), ids (B, k))."""
+        check_k(k)
+        check_exclude(exclude, queries.batch_size, self.index.num_items, self.index.device)
+        cand = self.candidates(queries, k, exclude)
+        return rescore_topk(self.similarity, queries, self.index, cand, k, exclude)
+
+
+class TopKAvg:
+    """One inner-product search of sum_i f_i against mean_j g_j, rescored with full MoL."""
+
+    def __init__(
+        self, similarity: Similarity, index: ItemIndex, k_prime: int, backend: Backend = "torch"
+    ) -> None:
+        _check_budget("TopKAvg.k_prime", k_prime)
+        self.similarity, self.index, self.k_prime = similarity, index, k_prime
+        self.searcher = ComponentSearch(avg_items(index.g), backend)
+
+    def candidates(self, queries: QueryParts, k: int, exclude: Tensor | None) -> Tensor:
+        """(B, max(k', k)) candidate ids (0 = none)."""
+        ids = self.searcher.search(avg_query(queries.f), max(self.k_prime, k), exclude)
+        return ids.reshape(ids.shape[0], -1)
+
+    @torch.no_grad()
+    def search(
+        self, queries: QueryParts, k: int, exclude: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """queries (B), exclude (B, N+1) bool | None -> (scores (B, k), ids (B, k))."""
+        check_k(k)
+        check_exclude(exclude, queries.batch_size, self.index.num_items, self.index.device)
+        cand = self.candidates(queries, k, exclude)
+        return rescore_topk(self.similarity, queries, self.index, cand, k, exclude)
+
+
+class Combined:
+    """Union of the TopKPerEmbd(k1) and TopKAvg(k2) candidate sets, rescored with full MoL."""
+
+    def __init__(
+        self,
+        similarity: Similarity,
+        index: ItemIndex,
+        k1: int,
+        k2: int,
+        backend: Backend = "torch",
+    ) -> None:
+        self.similarity, self.index = similarity, index
+        self.per_embd = TopKPerEmbd(similarity, index, k1, backend)
+        self.avg = TopKAvg(similarity, index, k2, backend)
+
+    def candidates(self, queries: QueryParts, k: int, exclude: Tensor | None) -> Tensor:
+        """(B, P * max(k1, k) + max(k2, k)) candidate ids (repeats and 0s possible)."""
+        return torch.cat(
+            [
+                self.per_embd.candidates(queries, k, exclude),
+                self.avg.candidates(queries, k, exclude),
+            ],
+            dim=1,
+        )
+
+    @torch.no_grad()
+    def search(
+        self, queries: QueryParts, k: int, exclude: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """queries (B), exclude (B, N+1) bool | None -> (scores (B, k), ids (B, k))."""
+        check_k(k)
+        check_exclude(exclude, queries.batch_size, self.index.num_items, self.index.device)
+        cand = self.candidates(queries, k, exclude)
+        return rescore_topk(self.similarity, queries, self.index, cand, k, exclude)

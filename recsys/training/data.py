@@ -1,0 +1,229 @@
+"""LightningDataModule over a dataset directory: training windows and evaluation queries.
+
+Training (autoregressive, SPEC section 2): each user's training sequence is the training
+range of `recsys.splits` (leave-one-out: every event but the last two; users with fewer than
+3 events keep everything); users with fewer than 2 training events have no next-item target
+and are skipped. A step sees a window of at most `max_len` consecutive
+events (the encoder's limit): `SeqRecModel.training_loss` encodes the window and supervises
+each position by the next event of the window. Which window (`train_window`):
+- `last`: the most recent `max_len` events (the authors' choice; same every epoch);
+- `random`: a window drawn uniformly per (user, epoch) from the training sequence.
+
+Validation / test queries are `recsys.evaluation.EvalSet` (full ranking, seen items masked).
+
+Determinism and resuming: the sampler's order and the random windows are pure functions of
+(seed, epoch, rank), so a run resumed from a checkpoint replays exactly the batches an
+uninterrupted run would have seen. Multi-device runs shard both the training and the
+evaluation users here (the trainer runs with `use_distributed_sampler=False`): every rank gets
+the same number of batches, as DDP requires.
+
+Shapes: B users per batch, T <= max_len window length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from recsys.dataset import SequenceDataset, load_dataset
+from recsys.evaluation import EvalSet, SeqBatch, SplitName, batch_windows, dataset_split
+from recsys.splits import Split
+
+
+class TrainSet(Dataset):
+    """Training windows. Keys are `epoch * len(self) + i` (see `EpochSampler`), so that the
+    random window of item i depends on the epoch without any state in worker processes."""
+
+    def __init__(
+        self,
+        data: SequenceDataset,
+        max_len: int,
+        window: str = "last",
+        seed: int = 0,
+        splits: Split | None = None,
+    ) -> None:
+        if window not in ("last", "random"):
+            raise ValueError(f"window must be 'last' or 'random', got {window!r}")
+        splits = splits if splits is not None else dataset_split(data)
+        self.data = data
+        self.width = max_len
+        self.window = window
+        self.seed = seed
+        self.users = np.flatnonzero(splits.train_lengths >= 2).astype(np.int64)
+        self.starts = splits.train_starts[self.users]
+        self.ends = splits.train_ends[self.users]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, key: int) -> int:
+        return key  # batches are assembled in `collate`
+
+    def window_ends(self, keys: np.ndarray) -> np.ndarray:
+        """Flat end (exclusive) of each key's window."""
+        n = len(self)
+        idx, epoch = keys % n, keys // n
+        if self.window == "last":
+            return self.ends[idx]
+        slack = np.maximum(self.ends[idx] - self.starts[idx] - self.width, 0)
+        # One generator per (seed, epoch, user): reproducible under any batching or sharding.
+        back = [
+            np.random.default_rng((self.seed, int(e), int(u))).integers(0, s + 1)
+            for e, u, s in zip(epoch, self.users[idx], slack, strict=True)
+        ]
+        return self.ends[idx] - np.asarray(back, dtype=np.int64)
+
+    def collate(self, keys: list[int]) -> SeqBatch:
+        """Keys -> right-padded SeqBatch (item_ids (B, T), timestamps, user_ids)."""
+        keys_arr = np.asarray(keys, dtype=np.int64)
+        idx = keys_arr % len(self)
+        starts, ends = self.starts[idx], self.window_ends(keys_arr)
+        d = self.data
+        times = None
+        if d.timestamps is not None:
+            times = torch.from_numpy(batch_windows(d.timestamps, starts, ends, self.width))
+        return SeqBatch(
+            item_ids=torch.from_numpy(batch_windows(d.item_ids, starts, ends, self.width)),
+            timestamps=times,
+            user_ids=torch.from_numpy(self.users[idx]),
+        )
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled (or ordered) keys for one rank: a pure function of (seed, epoch, rank).
+
+    The n items are permuted with a generator seeded by (seed, epoch) (or, unshuffled, taken
+    in the given `order`), padded by wrapping around to a multiple of `world_size`, and rank
+    r takes every world_size-th key from r.
+    Training keys carry the epoch (`epoch * n + i`, see TrainSet); `tag_epoch=False` yields
+    plain indices (evaluation).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        tag_epoch: bool = True,
+        order: np.ndarray | None = None,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.rank, self.world_size, self.tag_epoch = rank, world_size, tag_epoch
+        self.order = order
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before every training epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world_size) if self.n else 0
+
+    def __iter__(self) -> Iterator[int]:
+        if self.n == 0:
+            return iter(())
+        if self.shuffle:
+            order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
+        else:
+            order = self.order if self.order is not None else np.arange(self.n)
+        total = len(self) * self.world_size
+        order = np.resize(order, total)  # wrap around so every rank gets len(self) keys
+        mine = order[self.rank :: self.world_size]
+        if self.tag_epoch:
+            mine = mine + self.epoch * self.n
+        return iter(mine.tolist())
+
+
+class SeqDataModule(L.LightningDataModule):
+    """Training windows + validation/test full-ranking queries of one dataset directory."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        max_len: int,
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        train_window: str = "last",
+        seed: int = 0,
+        num_workers: int = 0,
+        data: SequenceDataset | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.train_window = train_window
+        self.seed = seed
+        self.num_workers = num_workers
+        self._data = data
+
+    @property
+    def data(self) -> SequenceDataset:
+        """The loaded dataset (read on first use: errors surface before training starts)."""
+        if self._data is None:
+            self._data = load_dataset(self.data_dir)
+        return self._data
+
+    def setup(self, stage: str | None = None) -> None:
+        _ = self.data
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(
+        self, dataset: Dataset, sampler: EpochSampler, batch_size: int, collate
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            # Its own generator: creating an iterator then draws no number from the global
+            # torch RNG, whose per-epoch state must not depend on when Lightning creates it
+            # (before the epoch-start reseed on resume, after it otherwise).
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        trainset = TrainSet(self.data, self.max_len, self.train_window, self.seed)
+        rank, world = self._rank_world()
+        sampler = EpochSampler(len(trainset), self.seed, True, rank, world, tag_epoch=True)
+        return self._loader(trainset, sampler, self.batch_size, trainset.collate)
+
+    def eval_dataloader(self, split: SplitName) -> DataLoader:
+        """The queries of `split` in length order (little padding), sharded over ranks
+        (wrap-around duplicates are removed after gathering, by user id)."""
+        evalset = EvalSet(self.data, split, self.max_len)
+        rank, world = self._rank_world()
+        sampler = EpochSampler(
+            len(evalset),
+            self.seed,
+            False,
+            rank,
+            world,
+            tag_epoch=False,
+            order=evalset.length_order(),
+        )
+        return self._loader(evalset, sampler, self.eval_batch_size, evalset.collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("valid")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")

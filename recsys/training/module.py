@@ -1,0 +1,123 @@
+"""The one LightningModule: SeqRecModel + AdamW + full-ranking validation.
+
+The model maths lives in `recsys.models` (a plain nn.Module); this file only wires it into
+Lightning: the training step calls `training_loss` and logs its parts; validation and test
+share one step that ranks the whole catalog (`recsys.evaluation.rank_batch`) and, at the end
+of the epoch, gathers the ranks of every device and logs `valid/<metric>` (or `test/...`)
+with the key names of `recsys.metrics.METRIC_KEYS`.
+
+Optimiser (SPEC section 1): AdamW, lr 1e-3, betas (0.9, 0.98), weight decay 1e-3 on every
+parameter, no warm-up, no schedule (the values come from TrainingConfig).
+
+Randomness: at the start of every training epoch the torch/numpy generators are reseeded
+from (seed, epoch, rank), so dropout and negative sampling of epoch e are the same whether
+the run was interrupted before e or not: a resumed run replays an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from recsys.evaluation import SeqBatch, rank_batch
+from recsys.metrics import compute_metrics
+from recsys.models.seqrec import ModelConfig, SeqRecModel
+from recsys.training.config import TrainingConfig, build_dataclass
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A 64-bit seed that is a pure function of (seed, epoch, rank)."""
+    return int(np.random.SeedSequence((seed, epoch, rank)).generate_state(1, np.uint64)[0])
+
+
+class SeqRecModule(L.LightningModule):
+    """Wraps `SeqRecModel`. Hyper-parameters are plain dicts (ModelConfig.to_dict() and the
+    training section), so checkpoints load with `torch.load(weights_only=True)`."""
+
+    def __init__(self, model_config: dict[str, Any], training: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model_config = ModelConfig.from_dict(model_config)
+        self.training_config: TrainingConfig = build_dataclass(TrainingConfig, training, "training")
+        self.model = SeqRecModel(self.model_config)
+        self._eval_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    # -- training ----------------------------------------------------------------------
+
+    def on_train_epoch_start(self) -> None:
+        seed = epoch_seed(self.training_config.seed, self.current_epoch, self.global_rank)
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+
+    def training_step(self, batch: SeqBatch, batch_idx: int) -> Tensor:
+        loss, logs = self.model.training_loss(
+            batch.item_ids, batch.timestamps, batch.user_ids, self.training_config.negatives
+        )
+        size = batch.item_ids.shape[0]
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
+        for name, value in logs.items():
+            if name != "loss":
+                self.log(f"train/{name}", value.float(), batch_size=size)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        t = self.training_config
+        return torch.optim.AdamW(
+            self.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay
+        )
+
+    # -- validation / test: one shared step -------------------------------------------
+
+    def _eval_step(self, batch: SeqBatch) -> None:
+        ranks, top = rank_batch(self.model, batch, bf16=self.training_config.eval_bf16)
+        self._eval_outputs.append((batch.user_ids, ranks, top))
+
+    def _eval_epoch_end(self, split: str) -> None:
+        outputs, self._eval_outputs = self._eval_outputs, []
+        if not outputs:
+            return
+        users, ranks, top = (torch.cat(parts) for parts in zip(*outputs, strict=True))
+        if self.trainer.world_size > 1:
+            # Every rank holds the same number of queries (wrap-around padding): gather,
+            # then drop the padding duplicates by user id.
+            users, ranks, top = (self._gather(t) for t in (users, ranks, top))
+        users_np = users.cpu().numpy()
+        _, first = np.unique(users_np, return_index=True)
+        metrics = compute_metrics(
+            ranks.cpu().numpy()[first], top.cpu().numpy()[first], self.model.num_items
+        )
+        # Every rank now holds the same values; sync_dist only silences Lightning's warning
+        # (the mean of equal values is the value).
+        sync = self.trainer.world_size > 1
+        for name, value in metrics.items():
+            self.log(
+                f"{split}/{name}", value, prog_bar=name in ("hr@10", "ndcg@10"), sync_dist=sync
+            )
+
+    def _gather(self, t: Tensor) -> Tensor:
+        """(n, ...) on every rank -> (world_size * n, ...) on every rank."""
+        gathered = self.all_gather(t)
+        assert isinstance(gathered, Tensor)
+        return gathered.flatten(0, 1)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_outputs = []
+
+    def validation_step(self, batch: SeqBatch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("valid")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_outputs = []
+
+    def test_step(self, batch: SeqBatch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")

@@ -1,0 +1,123 @@
+"""Bounded-exact: exact whatever its first stage, on float32 and bf16 indexes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from retrieval_helpers import assert_same_topk, make_catalog, random_exclude, reference_topk
+
+from recsys.retrieval.bounded import (
+    BoundedConfig,
+    BoundedExact,
+    bound_survivors,
+    max_logits,
+    rows_to_padded,
+)
+from recsys.retrieval.rails import TopKPerEmbd
+
+
+@pytest.mark.parametrize("dense_fraction", [0.0, 0.3, 1.0])  # brute force / mixed / gathered
+@pytest.mark.parametrize("first_k", [1, 5, 200])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_for_any_first_stage_budget(first_k: int, seed: int, dense_fraction: float) -> None:
+    cat = make_catalog(num_items=70, batch=5, seed=seed)
+    config = BoundedConfig(
+        first_stage_k=first_k, block=50, dense_fraction=dense_fraction, brute_force_below=0
+    )
+    retriever = BoundedExact(cat.similarity, cat.index, config=config)
+    exclude = random_exclude(5, 70, seed=seed + 10)
+    assert_same_topk(retriever.search(cat.queries, 8, exclude), reference_topk(cat, 8, exclude))
+    assert_same_topk(retriever.search(cat.queries, 8), reference_topk(cat, 8))
+    assert retriever.stats.survivors >= 8
+
+
+@pytest.mark.parametrize("bound_dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("index_dtype", [torch.float32, torch.bfloat16])
+def test_exact_with_bf16_bound_or_index(index_dtype: torch.dtype, bound_dtype) -> None:
+    cat = make_catalog(num_items=90, batch=6, seed=4, dtype=index_dtype)
+    config = BoundedConfig(first_stage_k=3, bound_dtype=bound_dtype, brute_force_below=0)
+    got = BoundedExact(cat.similarity, cat.index, config=config).search(cat.queries, 10)
+    assert_same_topk(got, reference_topk(cat, 10))
+
+
+def test_other_first_stage_and_k_beyond_admissible_items() -> None:
+    cat = make_catalog(num_items=12, batch=3, seed=7)
+    exclude = random_exclude(3, 12, rate=0.5, seed=8)
+    first = TopKPerEmbd(cat.similarity, cat.index, 1)
+    config = BoundedConfig(brute_force_below=0)
+    retriever = BoundedExact(cat.similarity, cat.index, first_stage=first, config=config)
+    got = retriever.search(cat.queries, 15, exclude)
+    assert_same_topk(got, reference_topk(cat, 15, exclude))
+    assert not exclude.gather(1, got[1])[got[1] != 0].any()
+
+
+def test_dot_similarity_is_handled() -> None:
+    cat = make_catalog(num_items=40, batch=4, kind="dot")
+    config = BoundedConfig(brute_force_below=0)
+    got = BoundedExact(cat.similarity, cat.index, config=config).search(cat.queries, 5)
+    assert_same_topk(got, reference_topk(cat, 5))
+
+
+def test_the_bound_holds_for_mol() -> None:
+    """phi <= max_k s_k on every (query, item) pair: the premise of the certificate."""
+    cat = make_catalog(num_items=200, batch=8, seed=9)
+    phi = cat.similarity.score_all(cat.queries, cat.index.parts)
+    fq = (cat.queries.f / cat.similarity.tau).reshape(-1, cat.queries.f.shape[-1])
+    m = max_logits(fq, cat.index.g, cat.queries.batch_size)
+    assert (phi <= m + 1e-5).all()
+
+
+def test_max_logits_matches_explicit_loop() -> None:
+    torch.manual_seed(0)
+    b, p_q, p_x, d, c = 2, 3, 2, 4, 5
+    f, g = torch.randn(b, p_q, d), torch.randn(c, p_x, d)
+    m = max_logits(f.reshape(b * p_q, d), g, b)
+    for bi in range(b):
+        for x in range(c):
+            ref = max(float(f[bi, i] @ g[x, j]) for i in range(p_q) for j in range(p_x))
+            assert abs(float(m[bi, x]) - ref) < 1e-5
+
+
+def test_rows_to_padded() -> None:
+    rows = torch.tensor([0, 0, 2, 2, 2])
+    cols = torch.tensor([4, 7, 1, 2, 3])
+    assert rows_to_padded(rows, cols, 3).tolist() == [[4, 7, 0], [0, 0, 0], [1, 2, 3]]
+
+
+def test_survivors_include_every_item_at_or_above_the_threshold() -> None:
+    cat = make_catalog(num_items=100, batch=4, seed=11)
+    f, g, tau = cat.queries.f, cat.index.g, cat.similarity.tau
+    m = max_logits((f / tau).reshape(-1, f.shape[-1]), g, 4)
+    threshold = m[:, 1:].median(dim=1).values
+    rows, ids = bound_survivors(f, g, tau, threshold, None, torch.float32, block=64)
+    assert (rows[1:] >= rows[:-1]).all()
+    for b in range(4):
+        need = set(torch.nonzero(m[b, 1:] >= threshold[b]).flatten().add(1).tolist())
+        got = set(ids[rows == b].tolist())
+        assert need <= got and 0 not in got
+
+
+def test_mixed_sparse_and_dense_queries() -> None:
+    """Some queries rescored from their survivors, the rest by brute force, in one batch."""
+    cat = make_catalog(num_items=70, batch=6, seed=1)
+    probe = BoundedExact(cat.similarity, cat.index)
+    _, ids = reference_topk(cat, 8)
+    scores = cat.similarity.score_all(cat.queries, cat.index.parts)
+    threshold = scores.gather(1, ids[:, 7:8]).squeeze(1)
+    rows, _ = bound_survivors(
+        cat.queries.f, cat.index.g, cat.similarity.tau, threshold, None, torch.float32
+    )
+    counts = torch.bincount(rows, minlength=6).float()
+    assert counts.min() < counts.max(), "the catalog must give queries different survivor counts"
+    fraction = float((counts.min() + counts.max()) / 2 / 70)
+    config = BoundedConfig(first_stage_k=70, dense_fraction=fraction, brute_force_below=0)
+    retriever = BoundedExact(probe.similarity, probe.index, config=config)
+    assert_same_topk(retriever.search(cat.queries, 8), reference_topk(cat, 8))
+    assert 0 < retriever.stats.extra["dense_queries"] < 6
+
+
+def test_small_catalogs_go_straight_to_brute_force() -> None:
+    cat = make_catalog(num_items=40, batch=3, seed=2)
+    retriever = BoundedExact(cat.similarity, cat.index, config=BoundedConfig(brute_force_below=40))
+    assert_same_topk(retriever.search(cat.queries, 6), reference_topk(cat, 6))
+    assert retriever.stats.candidates == 0 and retriever.stats.survivors == 40

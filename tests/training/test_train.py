@@ -1,0 +1,154 @@
+"""Real Lightning fits on tiny synthetic data: quality vs popularity, resuming, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from recsys.dataset import load_dataset
+from recsys.errors import UserError
+from recsys.evaluation import evaluate
+from recsys.metrics import METRIC_KEYS
+from recsys.training import rundir
+from recsys.training.config import RunConfig, config_from_dict
+from recsys.training.run import train
+
+from .conftest import make_dataset
+
+
+def tiny_config(
+    encoder: str = "sasrec", similarity: str = "dot", epochs: int = 3, **training: Any
+) -> RunConfig:
+    enc = (
+        {"type": "sasrec", "max_len": 16, "dim": 32, "num_blocks": 1, "num_heads": 1}
+        if encoder == "sasrec"
+        else {
+            "type": "hstu",
+            "max_len": 16,
+            "dim": 32,
+            "num_blocks": 1,
+            "num_heads": 2,
+            "attn_dim": 16,
+            "linear_dim": 16,
+        }
+    )
+    sim = (
+        {"type": "dot"}
+        if similarity == "dot"
+        else {
+            "type": "mol",
+            "p_q": 2,
+            "p_x": 2,
+            "d_p": 16,
+            "mlp_hidden": 32,
+            "gate_hidden": 16,
+            "user_hash_size": 512,
+        }
+    )
+    return config_from_dict(
+        {
+            "name": "tiny",
+            "model": {"encoder": enc, "similarity": sim},
+            "training": {
+                "epochs": epochs,
+                "batch_size": 16,
+                "lr": 3.0e-3,
+                "negatives": {"kind": "shared", "num": 16},
+                "precision": "32-true",
+                "early_stopping": {"metric": "ndcg@10", "patience": 50},
+                "log_every_n_steps": 1,
+                "seed": 7,
+                **training,
+            },
+        },
+        "test",
+    )
+
+
+def test_short_run_beats_popularity(tmp_path: Path) -> None:
+    data_dir = make_dataset(tmp_path / "data", num_users=200, num_items=50, timestamps=True)
+    run = tmp_path / "run"
+    metrics = train(tiny_config("hstu", "mol", epochs=12), data_dir, run, progress_bar=False)
+    assert set(metrics) == {"valid", "test", "popularity"}
+    for part in metrics.values():
+        assert list(part) == list(METRIC_KEYS)
+    assert metrics["test"]["hr@10"] >= 2 * metrics["popularity"]["hr@10"]
+    assert metrics["valid"]["hr@10"] >= 2 * metrics["popularity"]["hr@10"]
+
+    # The run directory is self-describing and readable without unpickling.
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    model, info = rundir.load_model(run)
+    assert info.data_dir == str(data_dir.resolve())
+    assert info.extra["selected_on"] == "valid/ndcg@10"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "logs").glob("version_*/metrics.csv"))
+    assert list((run / "tensorboard").glob("version_*/events.out.tfevents.*"))
+    again = evaluate(model, load_dataset(data_dir), "test", info.max_len)
+    assert again == pytest.approx(metrics["test"])
+    # best.safetensors holds the weights of the selected (best) checkpoint
+    best, _ = rundir.load_checkpoint_model(info.extra["best_checkpoint"])
+    weights = load_file(str(run / "best.safetensors"))
+    for name, value in best.state_dict().items():
+        torch.testing.assert_close(weights[name], value)
+
+
+def _last_ckpt(run: Path) -> dict[str, Any]:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def test_resume_continues_from_the_same_step(tmp_path: Path) -> None:
+    data_dir = make_dataset(tmp_path / "data", num_users=64, num_items=30)
+    # coverage@10 reaches 1.0 at once on 30 items and never improves again: last.ckpt must
+    # still advance every epoch (not only when a new best is saved).
+    config = tiny_config("sasrec", "dot", epochs=3, early_stopping={"metric": "coverage@10"})
+    straight = tmp_path / "straight"
+    train(config, data_dir, straight, progress_bar=False)
+
+    resumed = tmp_path / "resumed"
+    train(config, data_dir, resumed, max_epochs=2, progress_bar=False)
+    first = _last_ckpt(resumed)
+    steps_per_epoch = first["global_step"] // 2
+    assert first["epoch"] == 1 and steps_per_epoch == 4  # 64 users / batch 16
+
+    train(config, data_dir, resumed, resume=resumed, progress_bar=False)
+    after, reference = _last_ckpt(resumed), _last_ckpt(straight)
+    assert after["global_step"] == reference["global_step"] == 3 * steps_per_epoch
+    assert after["epoch"] == reference["epoch"] == 2
+    # Per-epoch seeding: the resumed run replays the uninterrupted one exactly.
+    for name, value in reference["state_dict"].items():
+        torch.testing.assert_close(after["state_dict"][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_existing_run_dir_needs_resume(tmp_path: Path) -> None:
+    data_dir = make_dataset(tmp_path / "data", num_users=32, num_items=20)
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1), data_dir, run, progress_bar=False)
+    with pytest.raises(UserError, match="already holds checkpoints"):
+        train(tiny_config(epochs=1), data_dir, run, progress_bar=False)
+    with pytest.raises(UserError, match="does not exist"):
+        train(tiny_config(epochs=1), data_dir, tmp_path / "r2", resume=tmp_path / "no.ckpt")
+
+
+def test_bad_dataset_dirs_fail_before_training(tmp_path: Path) -> None:
+    config = tiny_config(epochs=1)
+    with pytest.raises(UserError, match="does not exist"):
+        train(config, tmp_path / "nowhere", tmp_path / "run", progress_bar=False)
+    with pytest.raises(UserError, match="no dataset"):
+        train(config, None, tmp_path / "run", progress_bar=False)
+
+    missing = make_dataset(tmp_path / "missing", num_users=10, num_items=10)
+    (missing / "sequences.parquet").unlink()
+    with pytest.raises(UserError, match=r"missing sequences\.parquet"):
+        train(config, missing, tmp_path / "run", progress_bar=False)
+
+    old = make_dataset(tmp_path / "old", num_users=10, num_items=10)
+    stats = json.loads((old / "stats.json").read_text())
+    (old / "stats.json").write_text(json.dumps({**stats, "format_version": 999}))
+    with pytest.raises(UserError, match="format_version 999"):
+        train(config, old, tmp_path / "run", progress_bar=False)
+    assert not (tmp_path / "run").exists()  # nothing was started
