@@ -11,9 +11,15 @@ and in the same run the practical floor: a plain `topk(q @ X.T, k)` over the sam
 item embeddings in the index dtype (`dot_floor`, no gate, no mask).
 
 Writes benchmarks/results/retrieval-<catalog>-<device>.json: provenance, the catalog's
-training record, and `records`, a list of {"catalog_size", "device", "batch", "k",
-"index_dtype", "methods": {name: {"p50_ms", "p99_ms", "recall", "top1_hit", ...}}}; plus
-retrieval-<catalog>-<device>.png, recall against p50 latency per method.
+training record, `records`, a list of {"catalog_size", "device", "batch", "k",
+"index_dtype", "methods": {name: {"p50_ms", "p99_ms", "recall", "top1_hit", ...}}}, and
+`bf16_index_vs_float32` (recall of exact retrieval on the bf16 index against the float32
+one); plus retrieval-<catalog>-<device>.png, recall against p50 latency per method.
+
+Timing: each method is warmed up once, run once per ground-truth batch (recall), then
+timed in interleaved rounds (one call of every method per round) so that load from other
+processes hits all methods alike; brute force takes part at the largest k. One torch
+thread by default (see --threads).
 """
 
 from __future__ import annotations
@@ -256,12 +262,16 @@ class Call:
         return self.retriever.search(qb.qp, self.k, qb.exclude)
 
 
-def bench_catalog(bundle: Bundle, dtype: torch.dtype, args, log) -> list[dict[str, Any]]:
+def bench_catalog(
+    bundle: Bundle, dtype: torch.dtype, args, log
+) -> tuple[list[dict[str, Any]], dict[int, list]]:
+    """Records for every (batch, k) on an index in `dtype`, and the brute-force answers per
+    batch size (to compare dtypes)."""
     device = bundle.device
     index = bundle.index.to(dtype=dtype)
     brute = BruteForce(bundle.model.similarity, index)
     emb = index.item_emb
-    records = []
+    records, truths = [], {}
     ks = sorted((int(x) for x in args.ks.split(",")), reverse=True)
     specs = [
         spec
@@ -272,6 +282,7 @@ def bench_catalog(bundle: Bundle, dtype: torch.dtype, args, log) -> list[dict[st
         count = max(1, args.truth_queries // batch)
         qbs = query_batches(bundle, batch, count, seed=batch)
         truth, brute_ms = run_truth(brute, qbs, ks[0], device)
+        truths[batch] = truth
         log(f"  {dtype} B={batch}: brute force {np.median(brute_ms):.0f} ms x {count}")
         for k in ks:
             calls: dict[str, Any] = {
@@ -292,7 +303,7 @@ def bench_catalog(bundle: Bundle, dtype: torch.dtype, args, log) -> list[dict[st
                         np.mean([st.survivors for st in stats])
                     )
                     methods[name]["dense_queries"] = float(
-                        np.sum([st.extra["dense_queries"] for st in stats])
+                        np.sum([st.extra.get("dense_queries", 0.0) for st in stats])
                     )
             if k == ks[0]:  # brute force is timed once, at the largest k, with the others
                 calls["brute_force"] = Call(brute, k)
@@ -326,7 +337,28 @@ def bench_catalog(bundle: Bundle, dtype: torch.dtype, args, log) -> list[dict[st
                     "methods": methods,
                 }
             )
-    return records
+    return records, truths
+
+
+def rounding_cost(truths: dict[torch.dtype, dict[int, list]], ks: list[int]) -> list[dict]:
+    """How far exact retrieval on a bf16 index is from exact retrieval on the float32 one:
+    recall@k of the bf16 brute-force lists against the float32 ones (same queries)."""
+    if torch.float32 not in truths or torch.bfloat16 not in truths:
+        return []
+    out = []
+    for batch, full in truths[torch.float32].items():
+        half = truths[torch.bfloat16][batch]
+        for k in ks:
+            pairs = [(h[1][:, :k], f[1][:, :k]) for h, f in zip(half, full, strict=True)]
+            out.append(
+                {
+                    "batch": batch,
+                    "k": k,
+                    "recall_bf16_vs_float32": float(np.mean([recall_at_k(h, f) for h, f in pairs])),
+                    "top1_hit": float(np.mean([top1_hit_rate(h, f) for h, f in pairs])),
+                }
+            )
+    return out
 
 
 def device_name(device: torch.device) -> str:
@@ -340,6 +372,7 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     batches = sorted({r["batch"] for r in records})
     ks = sorted({r["k"] for r in records})
@@ -370,7 +403,9 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
                             edgecolor="black",
                             linewidth=0.4,
                         )
+            ax.axhline(0.99, color="red", ls="-.", lw=0.8)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_ylim(max(0.0, lowest - 0.02), 1.005)
             ax.set_xlabel("p50 latency per batch (ms, log)")
             ax.set_ylabel(f"recall@{k} vs brute force")
@@ -384,6 +419,7 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
     handles += [
         plt.Line2D([], [], color="grey", ls="--", label="dot_floor (plain dot top-k)"),
         plt.Line2D([], [], color="black", ls=":", label="brute_force MoL"),
+        plt.Line2D([], [], color="red", ls="-.", label="recall 0.99"),
     ]
     fig.legend(handles=handles, loc="center right", fontsize=8)
     fig.suptitle(title)
@@ -431,7 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, path, training in catalogs:
         log(f"catalog {name} ({path})")
         bundle = load_bundle(path, device=device, index_dtype=torch.float32)
-        records = [r for d in dtypes for r in bench_catalog(bundle, d, args, log)]
+        records, truths = [], {}
+        for dtype in dtypes:
+            recs, truths[dtype] = bench_catalog(bundle, dtype, args, log)
+            records += recs
         payload = {
             "provenance": provenance("recsys bench retrieval " + " ".join(argv or sys.argv[1:])),
             "catalog": name,
@@ -442,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             "training": training if training is not None else bundle.metadata.get("metrics"),
             "queries": "recent histories of random users (seen items excluded)",
             "records": records,
+            "bf16_index_vs_float32": rounding_cost(truths, [int(k) for k in args.ks.split(",")]),
         }
         stem = f"retrieval-{name}-{dev_name}" + ("-quick" if args.quick else "")
         atomic_write_text(args.out_dir / f"{stem}.json", json.dumps(payload, indent=2) + "\n")

@@ -244,7 +244,8 @@ class Recommender:
         rails_budget: int | None = DEFAULT_RAILS_BUDGET,
         query_cache_size: int = 0,
     ) -> Recommender:
-        """Load a bundle directory: on CUDA with a bf16 index when present, else CPU fp32.
+        """Load a bundle directory on CUDA when present, else CPU; index dtype per
+        `recsys.retrieval.index.default_index_dtype` (bf16 on CUDA and bf16-native CPUs).
 
         rails_budget: candidates TopKAvg rescores per query (None = the retrieval default).
         """

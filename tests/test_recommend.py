@@ -253,14 +253,25 @@ def test_bundle_round_trip_matches_reference(tmp_path):
     ).eval()
     export_bundle_from_model(model, dataset, tmp_path / "bundle", metrics={"test": {}})
     # A rails budget covering the whole catalog makes the approximate retriever exact.
-    rec = Recommender.load(tmp_path / "bundle", rails_budget=dataset.num_items)
+    # fp32 index: the reference is fp32 (bf16 index rounding is covered in tests/retrieval).
+    from recsys.bundle import load_bundle
+
+    bundle = load_bundle(tmp_path / "bundle", "cpu", index_dtype=torch.float32)
+    rec = Recommender.from_bundle(bundle, rails_budget=dataset.num_items)
     assert rec.uses_timestamps and rec.max_seq_len == 8
     keys = [str(k) for k in rec.catalog.item_keys[1:4]]
     requests = [RecRequest(user_key=u, k=6) for u in rec.user_keys()[:5]] + [
         RecRequest(history=(*keys, "missing"), k=4, retriever="exact"),
         RecRequest(user_key=rec.user_keys()[7], history=(keys[0],), exclude=(keys[1],)),
     ]
+    tol = 1e-4
     for r, got in zip(requests, rec.recommend(requests), strict=True):
         want_keys, want_scores = reference(rec.encoder, rec.catalog, r, max_len=8)
-        assert list(got.item_keys) == want_keys
-        np.testing.assert_allclose(got.scores, want_scores, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got.scores, want_scores, rtol=tol, atol=tol)
+        # Keys must agree wherever the order is decided; near-ties (scores within the
+        # tolerance, also with the first item below the cut) may come out in either order,
+        # so the last slot is checked through its score only.
+        scores = np.asarray(want_scores)
+        for i in range(len(want_keys) - 1):
+            if np.min(np.abs(scores[i] - np.delete(scores, i))) >= tol:
+                assert got.item_keys[i] == want_keys[i], (i, got.item_keys, want_keys)

@@ -197,7 +197,9 @@ class BoundedExact:
         b, n = queries.batch_size, self.index.num_items
         check_exclude(exclude, b, n, self.index.device)
         if n <= self.config.brute_force_below:
-            self.stats = BoundedStats(survivors=float(n), max_survivors=n)
+            self.stats = BoundedStats(
+                survivors=float(n), max_survivors=n, extra={"dense_queries": float(b)}
+            )
             return self.brute_force.search(queries, k, exclude)
         cand = self.first_stage.candidates(queries, k, exclude)
         scores, _ = rescore_topk(self.similarity, queries, self.index, cand, k, exclude)

@@ -199,14 +199,13 @@ def score_ids(
     step = max(1, max_pairs // max(b, 1))
     for start in range(0, c, step):
         cols = ids[:, start : start + step]
-        if index.dtype == SCORE_DTYPE:
-            scores = similarity.score_gathered(qp, index.parts, cols)
-        else:
-            # Upcast only the distinct rows the chunk touches, then score through the
-            # similarity's own gathered path on that compact table.
-            uniq, inverse = torch.unique(cols, return_inverse=True)
-            scores = similarity.score_gathered(qp, index.gather_parts(uniq), inverse)
-        out[:, start : start + cols.shape[1]] = scores
+        # Gather the chunk's rows once, in pair order, with index_select (contiguous, and
+        # in bf16 half the bytes), upcast, and let the similarity read them back in order:
+        # its own (B, C) indexing then streams through memory instead of jumping around
+        # the catalog (measured ~2x faster per pair than indexing the index directly).
+        rows = index.gather_parts(cols.reshape(-1))
+        order = torch.arange(cols.numel(), device=ids.device).view(cols.shape)
+        out[:, start : start + cols.shape[1]] = similarity.score_gathered(qp, rows, order)
     return out
 
 

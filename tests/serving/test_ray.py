@@ -84,7 +84,7 @@ def stack(make_bundle: Callable[[int], Path]):
 
     before = descendants(os.getpid())
     start_local_ray(
-        num_cpus=2, object_store_bytes=80 * 1024**2, log_to_driver=False, ingress="haproxy"
+        num_cpus=2, object_store_bytes=80 * 1024**2, log_to_driver=False, ingress="proxy"
     )
     try:
         port = free_port()
