@@ -19,8 +19,8 @@ BUNDLE/
 replaces a good bundle). `load_bundle` checks the version, every file and every tensor shape
 against the config, and that the stored index matches the weights, with errors that name
 the file and what was expected. The index is stored in float32 and cast on load: bf16 on
-CUDA (halves memory and bandwidth) and on CPUs with native bf16, float32 on other CPUs
-(`recsys.retrieval.index.default_index_dtype`, chosen by `benchmarks/bench_retrieval.py`).
+CUDA (halves memory and bandwidth), float32 on CPU (`recsys.retrieval.index
+.default_index_dtype` says why, from `benchmarks/bench_retrieval.py`'s measurements).
 
 Shapes: N catalog size, U users, D model dim, P_X item components, d_P component dim, P logits.
 """
