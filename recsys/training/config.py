@@ -82,7 +82,7 @@ class TrainingConfig:
     """Optimisation and hardware. AdamW defaults are SPEC section 1's (no warm-up, no schedule).
 
     precision: `auto` = bf16-mixed on CUDA devices with bf16 support and on CPUs with native
-    bf16 matmul (measured ~2x faster here, see BENCHMARKS), fp32 otherwise.
+    bf16 matmul (see recsys.training.run for the measured trade-off), fp32 otherwise.
     devices: an int >= 1 or "auto"; strategy: Lightning strategy name (ddp for multi-GPU).
     limit_train_batches: cap on training batches per epoch (smoke runs; None = all).
     eval_bf16: score validation/test in bf16 (faster; see recsys.evaluation on ties).
