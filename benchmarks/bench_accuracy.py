@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from pipelines.shared_data import prepared_sequences, shared_data_dir
 from recsys.atomic import atomic_write_text
 from recsys.provenance import REPO_ROOT, provenance
 
@@ -37,25 +37,9 @@ DATASETS = {
 }
 
 
-def shared_data_dir() -> Path:
-    return Path(os.environ.get("RECSYS_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-
-
 def prepared(dataset: str, cache: Path) -> Path | None:
     """The prepared dataset directory for `dataset`, built on first use; None if no data."""
-    source = shared_data_dir() / DATASETS[dataset]
-    if not source.is_file():
-        return None
-    out = cache / dataset
-    if not (out / "stats.json").is_file():
-        from recsys.cli import main as cli
-
-        code = cli(
-            ["data", "prepare", "--format", "sequences", "--input", str(source), "--out", str(out)]
-        )
-        if code != 0:
-            raise RuntimeError(f"preparing {source} failed with exit code {code}")
-    return out
+    return prepared_sequences(DATASETS[dataset], cache / dataset)
 
 
 def epochs_run(run_dir: Path) -> int | None:

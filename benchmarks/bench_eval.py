@@ -33,21 +33,11 @@ TARGET_S = 30.0
 RECBOLE_EVAL_S = 9.0
 
 
-def shared_data_dir() -> Path:
-    return Path(os.environ.get("RECSYS_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-
-
 def prepared_ml1m(cache: Path) -> Path | None:
     """data/ml-1m prepared from ../shared/data/ml-1m/sequences.txt on first use (None if absent)."""
-    source = shared_data_dir() / "ml-1m" / "sequences.txt"
-    if not source.is_file():
-        return None
-    out = cache / "ml-1m"
-    if not (out / "stats.json").is_file():
-        from pipelines.prepare import PrepareConfig, prepare
+    from pipelines.shared_data import prepared_sequences
 
-        prepare(PrepareConfig(format="sequences", input=source, out=out))
-    return out
+    return prepared_sequences("ml-1m/sequences.txt", cache / "ml-1m")
 
 
 def _time(fn: Any, repeats: int) -> tuple[float, list[float], Any]:
@@ -91,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = prepared_ml1m(args.data_cache)
     if data_dir is None:
+        from pipelines.shared_data import shared_data_dir
+
         print(f"skip: {shared_data_dir() / 'ml-1m' / 'sequences.txt'} is absent")
         return 0
     torch.set_num_threads(args.threads)
