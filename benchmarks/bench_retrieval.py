@@ -45,6 +45,7 @@ from recsys.retrieval.bounded import BoundedConfig, BoundedExact
 from recsys.retrieval.brute_force import BruteForce
 from recsys.retrieval.quality import recall_at_k, top1_hit_rate
 from recsys.retrieval.rails import Combined, TopKAvg, TopKPerEmbd
+from recsys.retrieval.topk import select_topk
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = {"20k": 20_000, "100k": 100_000, "1M": 1_000_000}
@@ -151,9 +152,12 @@ def build_method(spec: str, bundle: Bundle, index):
         return Combined(sim, index, nums[0], nums[1], backend)
     if name == "bounded_exact":
         bound_dtype = torch.bfloat16 if "bf16" in opts else None
-        return BoundedExact(
-            sim, index, config=BoundedConfig(first_stage_k=nums[0], bound_dtype=bound_dtype)
+        # "always": take the bound path even on a catalog small enough for brute force.
+        below = 0 if "always" in opts else BoundedConfig.brute_force_below
+        config = BoundedConfig(
+            first_stage_k=nums[0], bound_dtype=bound_dtype, brute_force_below=below
         )
+        return BoundedExact(sim, index, config=config)
     raise ValueError(f"unknown method spec {spec!r}")
 
 
@@ -286,7 +290,7 @@ def bench_catalog(
         log(f"  {dtype} B={batch}: brute force {np.median(brute_ms):.0f} ms x {count}")
         for k in ks:
             calls: dict[str, Any] = {
-                "dot_floor": lambda qb, k=k: torch.topk(qb.q.to(emb.dtype) @ emb.T, k, dim=1)
+                "dot_floor": lambda qb, k=k: select_topk(qb.q.to(emb.dtype) @ emb.T, k)
             }
             for spec in specs:
                 calls[spec] = Call(build_method(spec, bundle, index), k)

@@ -171,13 +171,18 @@ class HSTULayer(nn.Module):
         nn.init.xavier_uniform_(self.out.weight)
         self.rel_bias = RelativeBias(c)
 
-    def forward(self, x: Tensor, attn_scale: Tensor, buckets: Tensor | None) -> Tensor:
+    def forward(
+        self, x: Tensor, attn_scale: Tensor, buckets: Tensor | None, last: Tensor | None = None
+    ) -> Tensor:
         """x (B, T, D); attn_scale (B, 1, T, T) = causal & valid mask / n in the compute
-        dtype; buckets (B, T, T) long time-gap buckets or None."""
+        dtype; buckets (B, T, T) long time-gap buckets or None. Returns (B, T, D), or with
+        `last` (B,) long only the rows at positions `last`: (B, D)."""
         c = self.config
         b, t, _ = x.shape
         xh = F.layer_norm(x, (c.dim,), eps=LN_EPS)
         u, v, q, k = F.silu(xh @ self.uvqk).split(self.split_sizes, dim=-1)
+        if last is not None:
+            return self._last_row(x, u, v, q, k, attn_scale, buckets, last)
         q = q.view(b, t, c.num_heads, c.attn_dim).transpose(1, 2)  # (B, H, T, d_qk)
         k = k.view(b, t, c.num_heads, c.attn_dim).transpose(1, 2)
         v = v.view(b, t, c.num_heads, c.linear_dim).transpose(1, 2)  # (B, H, T, d_v)
@@ -190,6 +195,39 @@ class HSTULayer(nn.Module):
         av = F.layer_norm(av, (av.shape[-1],), eps=LN_EPS)
         return x + self.out(dropout(u * av, c.linear_dropout, self.training))
 
+    def _last_row(
+        self,
+        x: Tensor,
+        u: Tensor,
+        v: Tensor,
+        q: Tensor,
+        k: Tensor,
+        attn_scale: Tensor,
+        buckets: Tensor | None,
+        last: Tensor,
+    ) -> Tensor:
+        """The layer's output at one query row per sequence, (B, D): keys and values of
+        every position, the (1, T) attention row of position `last` only (inference: the
+        last layer of `HSTU.forward(..., last=...)`)."""
+        c = self.config
+        b, t, _ = x.shape
+        rows = torch.arange(b, device=x.device)
+        q = q[rows, last].view(b, c.num_heads, 1, c.attn_dim)
+        k = k.view(b, t, c.num_heads, c.attn_dim).transpose(1, 2)
+        v = v.view(b, t, c.num_heads, c.linear_dim).transpose(1, 2)
+        rb = self.rel_bias
+        rab = rb.pos_w[rb.rel_idx[:t, :t][last]]  # (B, T): row `last` of the position bias
+        if rb.time_w is not None and buckets is not None:
+            rab = rab + rb.time_w[buckets[rows, last]]
+        scores = q @ k.transpose(2, 3) + rab.to(q.dtype).view(b, 1, 1, t)  # (B, H, 1, T)
+        attn = dropout(
+            F.silu(scores) * attn_scale[rows, :, last].unsqueeze(2), c.attn_dropout, self.training
+        )
+        av = (attn @ v).reshape(b, c.num_heads * c.linear_dim)
+        av = F.layer_norm(av, (av.shape[-1],), eps=LN_EPS)
+        out = self.out(dropout(u[rows, last] * av, c.linear_dropout, self.training))
+        return x[rows, last] + out
+
 
 class HSTU(nn.Module):
     """Stack of HSTU layers over item embeddings with learned absolute positions."""
@@ -201,10 +239,18 @@ class HSTU(nn.Module):
         nn.init.normal_(self.pos_emb.weight, 0.0, 0.02)
         self.layers = nn.ModuleList(HSTULayer(config) for _ in range(config.num_blocks))
 
-    def forward(self, x: Tensor, mask: Tensor, timestamps: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        timestamps: Tensor | None = None,
+        last: Tensor | None = None,
+    ) -> Tensor:
         """x (B, T, D) item embeddings, mask (B, T) bool valid, timestamps (B, T) | None.
 
         Returns (B, T, D); padded positions are zero. Position t sees positions <= t only.
+        With `last` (B,) long: only the outputs at those positions, (B, D) (zero where the
+        position is padding); the last layer then computes one attention row per sequence.
         """
         c = self.config
         t = x.shape[1]
@@ -218,6 +264,11 @@ class HSTU(nn.Module):
         buckets = None
         if c.time_bias and timestamps is not None:
             buckets = time_gap_buckets(timestamps, c.time_buckets)
-        for layer in self.layers:
+        if last is None:
+            for layer in self.layers:
+                x = layer(x, attn_scale, buckets)
+            return x * keep
+        for layer in self.layers[:-1]:
             x = layer(x, attn_scale, buckets)
-        return x * keep
+        rows = torch.arange(x.shape[0], device=x.device)
+        return self.layers[-1](x, attn_scale, buckets, last) * keep[rows, last]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -64,16 +65,29 @@ class SASRecBlock(nn.Module):
         self.ffn_in = nn.Linear(c.dim, c.hidden)
         self.ffn_out = nn.Linear(c.hidden, c.dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, T, D) -> (B, T, D)."""
+    def forward(self, x: Tensor, last: Tensor | None = None) -> Tensor:
+        """x (B, T, D) -> (B, T, D); with `last` (B,) long only the rows at those positions,
+        (B, D): keys and values of every position, one attention query per sequence."""
         c = self.config
         b, t, d = x.shape
         p = c.dropout if self.training else 0.0
         q, k, v = self.qkv(self.attn_norm(x)).view(b, t, 3, c.num_heads, d // c.num_heads).unbind(2)
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=p, is_causal=True
-        )  # (B, H, T, D/H)
-        x = x + dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)), p, self.training)
+        if last is None:
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=p, is_causal=True
+            )  # (B, H, T, D/H)
+            x = x + dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)), p, self.training)
+        else:
+            rows = torch.arange(b, device=x.device)
+            visible = torch.arange(t, device=x.device) <= last.unsqueeze(1)  # (B, T) causal row
+            y = F.scaled_dot_product_attention(
+                q[rows, last].unsqueeze(2),  # (B, H, 1, D/H)
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                attn_mask=visible.view(b, 1, 1, t),
+                dropout_p=p,
+            )  # (B, H, 1, D/H)
+            x = x[rows, last] + dropout(self.proj(y.reshape(b, d)), p, self.training)
         h = dropout(F.relu(self.ffn_in(self.ffn_norm(x))), p, self.training)
         return x + dropout(self.ffn_out(h), p, self.training)
 
@@ -88,10 +102,18 @@ class SASRec(nn.Module):
         nn.init.normal_(self.pos_emb.weight, 0.0, 0.02)
         self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_blocks))
 
-    def forward(self, x: Tensor, mask: Tensor, timestamps: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        timestamps: Tensor | None = None,
+        last: Tensor | None = None,
+    ) -> Tensor:
         """x (B, T, D) item embeddings, mask (B, T) bool valid; timestamps are unused.
 
         Returns (B, T, D); padded positions are zero. Position t sees positions <= t only.
+        With `last` (B,) long: only the outputs at those positions, (B, D) (zero where the
+        position is padding); the last block then computes one attention row per sequence.
         """
         c = self.config
         t = x.shape[1]
@@ -100,6 +122,11 @@ class SASRec(nn.Module):
         keep = mask.unsqueeze(-1).to(x.dtype)
         x = x * math.sqrt(c.dim) + self.pos_emb.weight[:t]
         x = dropout(x, c.dropout, self.training) * keep
-        for block in self.blocks:
+        if last is None:
+            for block in self.blocks:
+                x = block(x)
+            return x * keep
+        for block in self.blocks[:-1]:
             x = block(x)
-        return x * keep
+        rows = torch.arange(x.shape[0], device=x.device)
+        return self.blocks[-1](x, last) * keep[rows, last]

@@ -162,10 +162,14 @@ class SeqRecModel(nn.Module):
         return F.layer_norm(out, (out.shape[-1],), eps=LN_EPS)
 
     def query(self, item_ids: Tensor, timestamps: Tensor | None = None) -> Tensor:
-        """(B, D): the encoder output at each row's last valid position (zeros if empty)."""
-        out = self.encode(item_ids, timestamps)
-        last = ((item_ids != 0).sum(dim=1) - 1).clamp(min=0)
-        return out[torch.arange(out.shape[0], device=out.device), last]
+        """(B, D): the encoder output at each row's last valid position (zeros if empty).
+
+        Equal to `encode(...)` at those positions; the encoder's last layer computes only
+        that one attention row per sequence (1/num_blocks of the encoder saved)."""
+        mask = item_ids != 0
+        last = (mask.sum(dim=1) - 1).clamp(min=0)
+        out = self.encoder(self.item_emb(item_ids), mask, timestamps, last=last)
+        return F.layer_norm(out, (out.shape[-1],), eps=LN_EPS)
 
     def query_parts(
         self, item_ids: Tensor, timestamps: Tensor | None = None, user_ids: Tensor | None = None

@@ -48,6 +48,8 @@ class Similarity(Protocol):
 
     def score_gathered(self, qp: QueryParts, ip: ItemParts, idx: Tensor) -> Tensor: ...
 
+    def score_pairs(self, qp: QueryParts, ip: ItemParts) -> Tensor: ...
+
 
 @dataclass(frozen=True)
 class ItemIndex:
@@ -199,12 +201,11 @@ def score_ids(
     for start in range(0, c, step):
         cols = ids[:, start : start + step]
         # Gather the chunk's rows once, in pair order, with index_select (contiguous, and
-        # in bf16 half the bytes), upcast, and let the similarity read them back in order:
-        # its own (B, C) indexing then streams through memory instead of jumping around
-        # the catalog (measured ~2x faster per pair than indexing the index directly).
+        # in bf16 half the bytes), upcast, and let the similarity view them as (B, C, ...)
+        # (measured ~2x faster per pair than indexing the index directly, and one copy
+        # fewer than a second gather).
         rows = index.gather_parts(cols.reshape(-1))
-        order = torch.arange(cols.numel(), device=ids.device).view(cols.shape)
-        out[:, start : start + cols.shape[1]] = similarity.score_gathered(qp, rows, order)
+        out[:, start : start + cols.shape[1]] = similarity.score_pairs(qp, rows)
     return out
 
 

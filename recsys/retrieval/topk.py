@@ -30,6 +30,34 @@ SEARCH_BLOCK = 1 << 25
 OVERFETCH_LIMIT = 1024
 
 
+# Rows of at most this many columns are cut on CPU by numpy's introselect (argpartition),
+# then only the k winners are sorted: measured 5-8x faster than torch.topk for (8-32, 3.7k)
+# rows at k = 512 and 3.5x for (32, 100k) at k = 1024, but slower for (32, 1M) rows.
+ARGPARTITION_MAX_COLS = 1 << 18
+
+
+def select_topk(x: Tensor, k: int, sorted: bool = True) -> tuple[Tensor, Tensor]:
+    """(values, indices) of the min(k, C) largest entries along the last axis of x (..., C),
+    like `x.topk(k, dim=-1, sorted=sorted)` (ties in any order). Unsorted output is in an
+    unspecified order."""
+    c = x.shape[-1]
+    k = min(k, c)
+    if x.device.type != "cpu" or c > ARGPARTITION_MAX_COLS or x.requires_grad or k == 0:
+        return x.topk(k, dim=-1, sorted=sorted)
+    if k == c:
+        idx = torch.arange(c).expand(x.shape).contiguous()
+    else:
+        flat = x.reshape(-1, c)
+        arr = flat.numpy() if flat.dtype == torch.float32 else flat.float().numpy()
+        part = np.argpartition(arr, c - k, axis=1)[:, c - k :]
+        idx = torch.from_numpy(np.ascontiguousarray(part)).view(*x.shape[:-1], k)
+    values = x.gather(-1, idx)
+    if sorted:
+        order = values.argsort(dim=-1, descending=True)
+        values, idx = values.gather(-1, order), idx.gather(-1, order)
+    return values, idx
+
+
 def check_k(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -80,8 +108,8 @@ def dedup_ids(ids: Tensor) -> Tensor:
 def topk_padded(scores: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """scores (B, C) with -inf for inadmissible entries, ids (B, C) -> the k best
     (scores (B, k), ids (B, k)), sorted; slots without an admissible item get (-inf, 0)."""
-    b, c = scores.shape
-    top, pos = scores.topk(min(k, c), dim=1)
+    b = scores.shape[0]
+    top, pos = select_topk(scores, k)
     top_ids = ids.gather(1, pos).masked_fill(top == NEG_INF, 0)
     if top.shape[1] < k:
         pad = k - top.shape[1]
@@ -98,7 +126,7 @@ def merge_topk(
     if best is not None:
         scores = torch.cat([best[0], scores], dim=-1)
         ids = torch.cat([best[1], ids], dim=-1)
-    top, pos = scores.topk(min(k, scores.shape[-1]), dim=-1)
+    top, pos = select_topk(scores, k)
     return top, ids.gather(-1, pos)
 
 
@@ -144,14 +172,14 @@ def component_topk(
             s.masked_fill_(exclude[:, None, start:stop], NEG_INF)  # type: ignore[index]
         if start == 0:
             s[..., 0] = NEG_INF  # padding
-        top, pos = s.topk(min(fetch, stop - start), dim=-1, sorted=False)
-        best = merge_topk(best, top, pos + start, fetch)
+        top, pos = select_topk(s, fetch, sorted=False)
+        best = (top, pos + start) if best is None else merge_topk(best, top, pos + start, fetch)
     assert best is not None
     top, ids = best
     if exclude is not None and not mask_scores:
         bad = exclude.gather(1, ids.reshape(b, -1)).view_as(ids)
         top = top.masked_fill(bad, NEG_INF)
-    top, pos = top.topk(min(k, top.shape[-1]), dim=-1)
+    top, pos = select_topk(top, k)
     ids = ids.gather(-1, pos).masked_fill(top == NEG_INF, 0)
     if ids.shape[-1] < k:
         ids = torch.cat([ids, ids.new_zeros((b, q * j, k - ids.shape[-1]))], dim=-1)

@@ -70,6 +70,12 @@ class DotSimilarity(nn.Module):
         scores = torch.einsum("bd,bcd->bc", qp.f[:, 0], g) / self.tau
         return (scores, None) if return_gates else scores
 
+    def score_pairs(self, qp: QueryParts, ip: ItemParts) -> Tensor:
+        """ip: the parts of B*C items in pair order (row b*C + c = candidate c of query b)
+        -> (B, C) scores. `score_gathered` without the gather: the rows are only viewed."""
+        g = ip.g[:, 0].view(qp.batch_size, -1, ip.g.shape[-1])  # (B, C, D)
+        return torch.einsum("bd,bcd->bc", qp.f[:, 0], g) / self.tau
+
     def sampled_softmax(
         self,
         qp: QueryParts,

@@ -94,13 +94,27 @@ def test_score_all_chunking_and_padding_column(similarity):
     torch.testing.assert_close(a[:, 1:], direct[:, 1:])
 
 
-def test_query_is_the_last_valid_position():
-    m = model(SASREC_CFG, DotConfig()).eval()
+@pytest.mark.parametrize(
+    "encoder",
+    [
+        SASREC_CFG,
+        dataclasses.replace(SASREC_CFG, num_blocks=3),
+        HSTU_CFG,
+        dataclasses.replace(HSTU_CFG, num_blocks=1, time_bias=False),
+    ],
+)
+@pytest.mark.parametrize("with_times", [True, False])
+def test_query_is_the_last_valid_position(encoder, with_times):
+    """query()'s last layer computes one attention row: equal to the full encode() there."""
+    m = model(encoder, DotConfig()).eval()
     ids, ts, _ = batch()
+    ids = torch.cat([ids, torch.zeros(1, 8, dtype=torch.long)])  # an empty history too
+    ts = torch.cat([ts, torch.zeros(1, 8, dtype=torch.long)]) if with_times else None
     with torch.no_grad():
         out = m.encode(ids, ts)
         q = m.query(ids, ts)
-    torch.testing.assert_close(q, torch.stack([out[0, 7], out[1, 4], out[2, 1]]))
+    expected = torch.stack([out[0, 7], out[1, 4], out[2, 1], torch.zeros(8)])
+    torch.testing.assert_close(q, expected)
 
 
 def reference_loss(m: SeqRecModel, ids, ts, users, negatives: NegativesConfig):

@@ -12,6 +12,7 @@ from recsys.retrieval.topk import (
     dedup_ids,
     excluded_ids,
     merge_topk,
+    select_topk,
     topk_padded,
 )
 
@@ -35,6 +36,25 @@ def test_topk_padded_pads_with_minus_inf_and_zero() -> None:
     assert top[0, :2].tolist() == [3.0, 1.0] and top_ids[0, :2].tolist() == [9, 7]
     assert torch.isinf(top[0, 2:]).all() and (top_ids[0, 2:] == 0).all()
     assert (top_ids[1] == 0).all()
+
+
+@pytest.mark.parametrize("max_cols", [0, 1 << 18])  # torch.topk path / argpartition path
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape,k", [((5, 40), 7), ((2, 3, 40), 40), ((4, 40), 60), ((3, 1), 1)])
+def test_select_topk_equals_torch_topk(shape, k, dtype, max_cols, monkeypatch) -> None:
+    monkeypatch.setattr(topk_mod, "ARGPARTITION_MAX_COLS", max_cols)
+    g = torch.Generator().manual_seed(sum(shape) + k)
+    x = torch.randn(shape, generator=g).to(dtype)  # bf16 rounding makes ties
+    x[..., ::5] = NEG_INF  # and some -inf entries, as masked scores have
+    ref_values = x.topk(min(k, shape[-1]), dim=-1).values
+    values, ids = select_topk(x, k)
+    # A valid top-k: the same sorted values, read at distinct positions (ties in any order).
+    assert values.dtype == dtype and torch.equal(values, ref_values)
+    assert torch.equal(x.gather(-1, ids), values)
+    assert torch.equal(ids.sort(dim=-1).values.diff(dim=-1) > 0, torch.ones_like(ids[..., 1:]) > 0)
+    u_values, u_ids = select_topk(x, k, sorted=False)
+    assert torch.equal(u_values.sort(dim=-1, descending=True).values, ref_values)
+    assert torch.equal(x.gather(-1, u_ids), u_values)
 
 
 def test_merge_topk_equals_one_topk_over_everything() -> None:

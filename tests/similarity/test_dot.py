@@ -29,6 +29,9 @@ def test_dot_gathered_equals_all_and_zero_vectors_are_safe():
     idx = torch.tensor([[0, 5, 5], [2, 1, 0]])
     full = sim.score_all(qp, ip)
     torch.testing.assert_close(sim.score_gathered(qp, ip, idx), full.gather(1, idx))
+    torch.testing.assert_close(
+        sim.score_pairs(qp, ip.index_select(idx.reshape(-1))), full.gather(1, idx)
+    )
     scores, gates = sim.score_gathered(qp, ip, idx, return_gates=True)
     assert gates is None and torch.isfinite(scores).all()
     assert torch.all(full[:, 0] == 0)

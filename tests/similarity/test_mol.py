@@ -155,6 +155,8 @@ def test_score_gathered_equals_score_all_gathered():
     torch.testing.assert_close(got, full.gather(1, idx))
     torch.testing.assert_close(gates, full_gates[torch.arange(3)[:, None], idx])
     torch.testing.assert_close(sim.score_gathered(qp, ip, idx), got)
+    # score_pairs: the same scores from rows already gathered in pair order.
+    torch.testing.assert_close(sim.score_pairs(qp, ip.index_select(idx.reshape(-1))), got)
 
 
 def test_item_parts_index_select_matches_subset():
