@@ -233,7 +233,7 @@ class BoundedExact:
             sub_q = queries.index_select(sparse)
             sub_ex = None if exclude is None else exclude[sparse]
             padded = rows_to_padded(pos[rows[pick]], ids[pick], len(sparse))
-            s, i = rescore_topk(self.similarity, sub_q, self.index, padded, k, sub_ex)
+            s, i = rescore_topk(self.similarity, sub_q, self.index, padded, k, sub_ex, unique=True)
             out_scores[sparse], out_ids[sparse] = s, i
         heavy = dense.nonzero().flatten()
         if len(heavy):

@@ -216,10 +216,12 @@ def rescore_topk(
     candidates: Tensor,
     k: int,
     exclude: Tensor | None,
+    unique: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Exact scores of candidate ids (B, C) (duplicates allowed, 0 = none) -> the k best
-    admissible ones (scores (B, k), ids (B, k)); padding, repeats and excluded ids never win."""
-    cand = dedup_ids(candidates)
+    admissible ones (scores (B, k), ids (B, k)); padding, repeats and excluded ids never win.
+    unique: the caller guarantees no repeated non-zero id within a row (skips the dedup)."""
+    cand = candidates if unique else dedup_ids(candidates)
     scores = score_ids(similarity, qp, index, cand)
     scores.masked_fill_(excluded_ids(cand, exclude), NEG_INF)
     return topk_padded(scores, cand, k)

@@ -58,10 +58,12 @@ class ComponentSearch:
         self.backend = backend
         self._faiss = FaissComponentSearch(items) if backend == "faiss" else None
 
-    def search(self, queries: Tensor, k: int, exclude: Tensor | None) -> Tensor:
+    def search(
+        self, queries: Tensor, k: int, exclude: Tensor | None, sorted: bool = True
+    ) -> Tensor:
         if self._faiss is not None:
             return self._faiss.search(queries, k, exclude)
-        return component_topk(queries, self.items, k, exclude)
+        return component_topk(queries, self.items, k, exclude, sorted=sorted)
 
 
 def avg_query(f: Tensor) -> Tensor:
@@ -112,8 +114,10 @@ class TopKAvg:
         self.searcher = ComponentSearch(avg_items(index.g), backend)
 
     def candidates(self, queries: QueryParts, k: int, exclude: Tensor | None) -> Tensor:
-        """(B, max(k', k)) candidate ids (0 = none)."""
-        ids = self.searcher.search(avg_query(queries.f), max(self.k_prime, k), exclude)
+        """(B, max(k', k)) distinct candidate ids in any order (0 = none)."""
+        ids = self.searcher.search(
+            avg_query(queries.f), max(self.k_prime, k), exclude, sorted=False
+        )
         return ids.reshape(ids.shape[0], -1)
 
     @torch.no_grad()
@@ -124,7 +128,7 @@ class TopKAvg:
         check_k(k)
         check_exclude(exclude, queries.batch_size, self.index.num_items, self.index.device)
         cand = self.candidates(queries, k, exclude)
-        return rescore_topk(self.similarity, queries, self.index, cand, k, exclude)
+        return rescore_topk(self.similarity, queries, self.index, cand, k, exclude, unique=True)
 
 
 class Combined:

@@ -141,14 +141,15 @@ def component_topk(
     k: int,
     exclude: Tensor | None,
     block: int = SEARCH_BLOCK,
+    sorted: bool = True,
 ) -> Tensor:
     """Per (query vector, item vector) pair, the k admissible items of highest inner product.
 
     queries (B, Q, d), items (N+1, J, d) (row 0 = padding, never returned), exclude (B, N+1)
-    bool or None -> ids (B, Q*J, k) long, best first (0 where fewer than k admissible items
-    exist). Pair index i*J + j. Computed in the items' dtype, streamed over item chunks so
-    the largest intermediate holds at most `block` elements whatever N; each chunk is cut
-    to its own top candidates before merging.
+    bool or None -> ids (B, Q*J, k) long, best first (in any order with sorted=False; 0
+    where fewer than k admissible items exist). Pair index i*J + j. Computed in the items'
+    dtype, streamed over item chunks so the largest intermediate holds at most `block`
+    elements whatever N; each chunk is cut to its own top candidates before merging.
     """
     b, q, d = queries.shape
     n1, j, _ = items.shape
@@ -179,7 +180,7 @@ def component_topk(
     if exclude is not None and not mask_scores:
         bad = exclude.gather(1, ids.reshape(b, -1)).view_as(ids)
         top = top.masked_fill(bad, NEG_INF)
-    top, pos = select_topk(top, k)
+    top, pos = select_topk(top, k, sorted=sorted)
     ids = ids.gather(-1, pos).masked_fill(top == NEG_INF, 0)
     if ids.shape[-1] < k:
         ids = torch.cat([ids, ids.new_zeros((b, q * j, k - ids.shape[-1]))], dim=-1)
