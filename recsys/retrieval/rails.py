@@ -104,19 +104,31 @@ class TopKPerEmbd:
 
 
 class TopKAvg:
-    """One inner-product search of sum_i f_i against mean_j g_j, rescored with full MoL."""
+    """One inner-product search of sum_i f_i against mean_j g_j, rescored with full MoL.
+
+    The search keeps max(k', per_k * k) candidates (per_k = 0: k' alone), so one retriever
+    can serve k = 10 cheaply and k = 100 with proportionally more candidates.
+    """
 
     def __init__(
-        self, similarity: Similarity, index: ItemIndex, k_prime: int, backend: Backend = "torch"
+        self,
+        similarity: Similarity,
+        index: ItemIndex,
+        k_prime: int,
+        backend: Backend = "torch",
+        per_k: int = 0,
     ) -> None:
         _check_budget("TopKAvg.k_prime", k_prime)
+        if isinstance(per_k, bool) or not isinstance(per_k, int) or per_k < 0:
+            raise ValueError(f"TopKAvg.per_k must be an integer >= 0, got {per_k!r}")
         self.similarity, self.index, self.k_prime = similarity, index, k_prime
+        self.per_k = per_k
         self.searcher = ComponentSearch(avg_items(index.g), backend)
 
     def candidates(self, queries: QueryParts, k: int, exclude: Tensor | None) -> Tensor:
         """(B, max(k', k)) distinct candidate ids in any order (0 = none)."""
         ids = self.searcher.search(
-            avg_query(queries.f), max(self.k_prime, k), exclude, sorted=False
+            avg_query(queries.f), max(self.k_prime, self.per_k * k, k), exclude, sorted=False
         )
         return ids.reshape(ids.shape[0], -1)
 

@@ -73,3 +73,17 @@ def test_budget_is_validated() -> None:
         TopKAvg(cat.similarity, cat.index, 0)
     with pytest.raises(ValueError, match="backend"):
         TopKAvg(cat.similarity, cat.index, 3, backend="annoy")
+    with pytest.raises(ValueError, match="per_k"):
+        TopKAvg(cat.similarity, cat.index, 3, per_k=-1)
+
+
+def test_topk_avg_budget_grows_with_k() -> None:
+    """per_k: max(k', per_k * k) candidates; with per_k * k covering the catalog it is exact."""
+    cat = make_catalog(num_items=60, batch=3, seed=8)
+    scaled = TopKAvg(cat.similarity, cat.index, 4, per_k=6)
+    assert scaled.candidates(cat.queries, 2, None).shape == (3, 12)
+    assert scaled.candidates(cat.queries, 1, None).shape == (3, 6)
+    assert TopKAvg(cat.similarity, cat.index, 9, per_k=6).candidates(
+        cat.queries, 1, None
+    ).shape == (3, 9)
+    assert_same_topk(scaled.search(cat.queries, 10), reference_topk(cat, 10))
