@@ -77,7 +77,32 @@ def avg_items(g: Tensor) -> Tensor:
     return g.float().mean(dim=1, keepdim=True).to(g.dtype)
 
 
-class TopKPerEmbd:
+class CandidateRescorer:
+    """A candidate stage (`candidates(queries, k, exclude) -> (B, C) ids`, set by the
+    subclass) followed by exact MoL rescoring of the candidates: the RAILS `search`.
+    `unique_candidates`: the stage never repeats a non-zero id within a row (no dedup)."""
+
+    similarity: Similarity
+    index: ItemIndex
+    unique_candidates = False
+
+    def candidates(self, queries: QueryParts, k: int, exclude: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def search(
+        self, queries: QueryParts, k: int, exclude: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """queries (B), exclude (B, N+1) bool | None -> (scores (B, k), ids (B, k))."""
+        check_k(k)
+        check_exclude(exclude, queries.batch_size, self.index.num_items, self.index.device)
+        cand = self.candidates(queries, k, exclude)
+        return rescore_topk(
+            self.similarity, queries, self.index, cand, k, exclude, self.unique_candidates
+        )
+
+
+class TopKPerEmbd(CandidateRescorer):
     """Union of per-component-pair top-k' inner-product searches, rescored with full MoL."""
 
     def __init__(
@@ -92,23 +117,15 @@ class TopKPerEmbd:
         ids = self.searcher.search(queries.f, max(self.k_prime, k), exclude)
         return ids.reshape(ids.shape[0], -1)
 
-    @torch.no_grad()
-    def search(
-        self, queries: QueryParts, k: int, exclude: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """queries (B), exclude (B, N+1) bool | None -> (scores (B, k), ids (B, k))."""
-        check_k(k)
-        check_exclude(exclude, queries.batch_size, self.index.num_items, self.index.device)
-        cand = self.candidates(queries, k, exclude)
-        return rescore_topk(self.similarity, queries, self.index, cand, k, exclude)
 
-
-class TopKAvg:
+class TopKAvg(CandidateRescorer):
     """One inner-product search of sum_i f_i against mean_j g_j, rescored with full MoL.
 
     The search keeps max(k', per_k * k) candidates (per_k = 0: k' alone), so one retriever
     can serve k = 10 cheaply and k = 100 with proportionally more candidates.
     """
+
+    unique_candidates = True  # one search returns each item once
 
     def __init__(
         self,
@@ -132,18 +149,8 @@ class TopKAvg:
         )
         return ids.reshape(ids.shape[0], -1)
 
-    @torch.no_grad()
-    def search(
-        self, queries: QueryParts, k: int, exclude: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """queries (B), exclude (B, N+1) bool | None -> (scores (B, k), ids (B, k))."""
-        check_k(k)
-        check_exclude(exclude, queries.batch_size, self.index.num_items, self.index.device)
-        cand = self.candidates(queries, k, exclude)
-        return rescore_topk(self.similarity, queries, self.index, cand, k, exclude, unique=True)
 
-
-class Combined:
+class Combined(CandidateRescorer):
     """Union of the TopKPerEmbd(k1) and TopKAvg(k2) candidate sets, rescored with full MoL."""
 
     def __init__(
@@ -167,13 +174,3 @@ class Combined:
             ],
             dim=1,
         )
-
-    @torch.no_grad()
-    def search(
-        self, queries: QueryParts, k: int, exclude: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """queries (B), exclude (B, N+1) bool | None -> (scores (B, k), ids (B, k))."""
-        check_k(k)
-        check_exclude(exclude, queries.batch_size, self.index.num_items, self.index.device)
-        cand = self.candidates(queries, k, exclude)
-        return rescore_topk(self.similarity, queries, self.index, cand, k, exclude)
