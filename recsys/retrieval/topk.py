@@ -31,8 +31,8 @@ OVERFETCH_LIMIT = 1024
 
 
 # Rows of at most this many columns are cut on CPU by numpy's introselect (argpartition),
-# then only the k winners are sorted: measured 5-8x faster than torch.topk for (8-32, 3.7k)
-# rows at k = 512 and 3.5x for (32, 100k) at k = 1024, but slower for (32, 1M) rows.
+# then only the k winners are sorted: 3-4.6x faster than torch.topk on (8-32, 3.7k) rows at
+# k = 256 (`recsys bench recommend`); on (32, 1M) rows torch.topk was the faster one.
 ARGPARTITION_MAX_COLS = 1 << 18
 
 
