@@ -86,7 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
-        help="name:budget[:option] specs (topk_avg, topk_per_embd, combined, bounded_exact)",
+        help="name:budget[:option] specs (topk_avg, topk_per_embd, combined, bounded_exact); "
+        "options: faiss, bf16, always (bounded_exact), pN (topk_avg probe of N items)",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
@@ -145,7 +146,9 @@ def build_method(spec: str, bundle: Bundle, index):
     sim = bundle.model.similarity
     backend = "faiss" if "faiss" in opts else "torch"
     if name == "topk_avg":
-        return TopKAvg(sim, index, nums[0], backend)
+        # "pN": TopKAvg with a probe of N items (recsys.retrieval.rails).
+        probe = next((int(x[1:]) for x in opts if x[:1] == "p" and x[1:].isdigit()), 0)
+        return TopKAvg(sim, index, nums[0], backend, probe=probe)
     if name == "topk_per_embd":
         return TopKPerEmbd(sim, index, nums[0], backend)
     if name == "combined":

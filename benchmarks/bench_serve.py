@@ -12,9 +12,9 @@ HTTP endpoint, `POST /v1/recommend` with k = 10 and the chosen retriever. Two re
 It reports requests/s, p50/p95/p99 latency and errors (non-200 answers, broken connections,
 time-outs). In the same run it measures `NoopService` (same ingress, FastAPI validation,
 batching and response path, no model) for the overhead ratio, and with `--layouts
-single,composed` both deployment layouts. Then it times the batch job (`recsys recommend`,
-Ray Data, k = 100) for all users of the bundle, and measures the recall@k of "rails"
-against "exact" on the bundle (meaningful for trained weights only).
+single,composed,threaded` the other deployment layouts. Then it times the batch job
+(`recsys recommend`, Ray Data, k = 100) for all users of the bundle, and measures the
+recall@k of "rails" against "exact" on the bundle (meaningful for trained weights only).
 
 Writes benchmarks/results/serve-<bundle name>.json with provenance and the load average
 (other processes on the machine change the figures).
@@ -100,7 +100,7 @@ def measure_ingress(ingress: str, bundle: Path, args: argparse.Namespace) -> dic
     results: dict[str, Any] = {"levels": [], "model_info": {}}
     with local_ray(log_to_driver=False, ingress=ingress):  # type: ignore[arg-type]
         stacks = [("noop", AppArgs(noop=True, **common), ["user"])]
-        stacks += [(lay, AppArgs(layout=lay, **common), args.mixes) for lay in args.layouts]
+        stacks += [(lay, layout_args(lay, common), args.mixes) for lay in args.layouts]
         for name, app_args, mixes in stacks:
             deploy(app_args, HOST, port)
             for mix in mixes:
@@ -111,6 +111,16 @@ def measure_ingress(ingress: str, bundle: Path, args: argparse.Namespace) -> dic
             results["model_info"][name] = info
             serve.delete(APP_NAME)
     return results
+
+
+def layout_args(layout: str, common: dict[str, Any]) -> Any:
+    """AppArgs of a benchmark layout: "single", "composed", or "threaded" (single, with each
+    batch run in a worker thread instead of on the replica's event loop)."""
+    from serving.app import AppArgs
+
+    if layout == "threaded":
+        return AppArgs(layout="single", model_thread=True, **common)
+    return AppArgs(layout=layout, **common)
 
 
 def rails_recall(bundle: Path, args: argparse.Namespace, users: int = 512) -> dict[str, Any]:
@@ -205,7 +215,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per level")
     p.add_argument("--concurrency", default="1,8,32,64", help="comma-separated client counts")
     p.add_argument("--ingress", default="proxy,haproxy", help="proxy and/or haproxy")
-    p.add_argument("--layouts", default="single", help="single and/or composed")
+    p.add_argument(
+        "--layouts", default="single", help="single, composed and/or threaded (single + thread)"
+    )
     p.add_argument("--mixes", default="user,history", help="user and/or history")
     p.add_argument("--retriever", default="rails", choices=("exact", "rails"))
     p.add_argument("--k", type=int, default=10)

@@ -227,6 +227,9 @@ class Recommender:
         self.model_version = str(metadata.get("model_version", "unknown"))
         self.query_cache = QueryCache(query_cache_size)
         self._item_index = {str(k): i for i, k in enumerate(catalog.item_keys) if i > 0}
+        # Python lists: indexing them per result is cheaper than numpy object arrays.
+        self._item_key_list = [str(k) for k in catalog.item_keys]
+        self._title_list = None if catalog.titles is None else list(catalog.titles)
         self._user_index = {str(k): u for u, k in enumerate(catalog.user_keys)}
         # Popularity order as a score: N - rank (ties by item id), -inf for padding, so a
         # masked top-k reproduces the stable ranking exactly.
@@ -367,8 +370,15 @@ class Recommender:
             )
             s, x = masked.topk(k_max, dim=1)
             scores[rows], ids[rows] = s.cpu(), x.cpu()
+        # Results are built from whole-batch numpy arrays: per-row torch indexing costs
+        # more than the row's retrieval on small catalogs.
+        scores_np, ids_np = scores.numpy(), ids.numpy()
+        # Drop slots a filtered search could not fill (-inf) and, defensively, anything an
+        # approximate retriever returned despite the mask.
+        keep = np.isfinite(scores_np) & (ids_np > 0)
+        keep &= ~np.take_along_axis(exclude.cpu().numpy(), ids_np, axis=1)
         return [
-            self._result(r, q, scores[i], ids[i], exclude[i].cpu())
+            self._result(r, q, scores_np[i], ids_np[i], keep[i])
             for i, (r, q) in enumerate(zip(requests, resolved, strict=True))
         ]
 
@@ -467,22 +477,20 @@ class Recommender:
         )
 
     def _result(
-        self, r: RecRequest, q: _Resolved, scores: Tensor, ids: Tensor, excluded: Tensor
+        self, r: RecRequest, q: _Resolved, scores: np.ndarray, ids: np.ndarray, keep: np.ndarray
     ) -> RecResult:
+        """One request's result from its rows of the batch arrays (best first)."""
         k = min(r.k, self.num_items)
-        s, x = scores[:k], ids[:k]
-        # Drop slots a filtered search could not fill (-inf) and, defensively, anything an
-        # approximate retriever returned despite the mask.
-        keep = torch.isfinite(s) & (x > 0) & ~excluded[x]
-        item_ids = x[keep].numpy()
+        sel = keep[:k]
+        item_ids = ids[:k][sel]
         cold = not len(q.query)
         # Cold answers report interaction counts, not the rank scores used to order them.
-        values = self.catalog.item_counts[item_ids] if cold else s[keep].numpy()
-        titles = self.catalog.titles
+        values = self.catalog.item_counts[item_ids] if cold else scores[:k][sel]
+        keys, titles = self._item_key_list, self._title_list
         return RecResult(
-            item_keys=tuple(str(k) for k in self.catalog.item_keys[item_ids]),
-            scores=tuple(float(v) for v in values),
-            titles=tuple(titles[item_ids]) if titles is not None else (None,) * len(item_ids),
+            item_keys=tuple(keys[i] for i in item_ids),
+            scores=tuple(values.astype(np.float64).tolist()),
+            titles=tuple(titles[i] for i in item_ids) if titles else (None,) * len(item_ids),
             retriever=POPULARITY if cold else q.retriever,
             fallback=POPULARITY if cold else None,
             unknown_items=q.unknown_items,

@@ -71,6 +71,10 @@ class AppArgs(BaseModel):
         ge=0,
         description="Users whose stored-history query is cached.",
     )
+    model_thread: bool = Field(
+        default=False,
+        description="Run each batch in a worker thread instead of on the replica's event loop.",
+    )
     noop: bool = Field(
         default=False, description="Serve a model-free stand-in (benchmark baseline)."
     )
@@ -97,6 +101,7 @@ def service_config(args: AppArgs) -> ServiceConfig:
         torch_threads=args.torch_threads or max(1, int(args.num_cpus)),
         rails_budget=args.rails_budget,
         query_cache_size=args.query_cache_size,
+        model_thread=args.model_thread,
     )
 
 

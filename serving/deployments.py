@@ -57,7 +57,11 @@ class ServiceConfig:
     threads of the replica (the app builder matches the replica's num_cpus, since the proxy
     needs a core too; None leaves torch's setting alone); rails_budget: candidates the
     rails retriever rescores per query (None = the retrieval default); query_cache_size:
-    users whose stored-history query is kept between requests (0 = none).
+    users whose stored-history query is kept between requests (0 = none); model_thread:
+    run each batch in a worker thread, so the event loop keeps accepting requests meanwhile,
+    instead of inline on the event loop (the default: with a worker thread, the replica's
+    event loop and the model contend for the GIL between torch calls, and on a 2-core
+    machine a replica answered fewer requests/s; benchmarks/results/serve-ml-1m-threads.json).
     """
 
     bundle_path: str
@@ -67,6 +71,7 @@ class ServiceConfig:
     torch_threads: int | None = None
     rails_budget: int | None = DEFAULT_RAILS_BUDGET
     query_cache_size: int = DEFAULT_QUERY_CACHE_SIZE
+    model_thread: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.bundle_path, str) or not self.bundle_path:
@@ -77,6 +82,8 @@ class ServiceConfig:
             )
         if not 1 <= self.max_batch_size <= 1024:
             raise ValueError(f"max_batch_size: expected 1..1024, got {self.max_batch_size}")
+        if not isinstance(self.model_thread, bool):
+            raise ValueError(f"model_thread: expected true or false, got {self.model_thread!r}")
         if not isinstance(self.query_cache_size, int) or self.query_cache_size < 0:
             raise ValueError(f"query_cache_size: expected >= 0, got {self.query_cache_size!r}")
         if not 0 <= self.batch_wait_timeout_s <= 1:
@@ -198,9 +205,14 @@ class RecommenderService:
             except RequestError as e:
                 errors[i] = e
         good = [r for i, r in enumerate(requests) if i not in errors]
-        # The model runs in a worker thread so the event loop keeps accepting requests
-        # (they form the next batch) and answering health checks meanwhile.
-        results = iter(await asyncio.to_thread(recommender.recommend, good) if good else [])
+        if not good:
+            answers = []
+        elif self.config.model_thread:
+            answers = await asyncio.to_thread(recommender.recommend, good)
+        else:
+            # Inline: requests arriving meanwhile wait in the socket and form the next batch.
+            answers = recommender.recommend(good)
+        results = iter(answers)
         return [errors[i] if i in errors else next(results) for i in range(len(requests))]
 
     async def model_info(self) -> ModelInfo:

@@ -39,7 +39,8 @@ class RetrievalConfig:
     """Budgets of the approximate methods (k' per search) and the search backend.
 
     per_embd_k: TopKPerEmbd k'; avg_k: TopKAvg k'; avg_per_k: TopKAvg keeps at least
-    avg_per_k * k candidates (0 = k' alone); combined_k1 / combined_k2: Combined's
+    avg_per_k * k candidates (0 = k' alone); avg_probe: TopKAvg's probe (items whose gates
+    weight the query components; 0 = plain TopKAvg); combined_k1 / combined_k2: Combined's
     TopKPerEmbd and TopKAvg budgets; bounded_first_k: TopKAvg budget of bounded-exact's
     first stage; backend: "torch" or "faiss" for the inner-product searches.
     """
@@ -47,6 +48,7 @@ class RetrievalConfig:
     per_embd_k: int = 128
     avg_k: int = 1024
     avg_per_k: int = 0
+    avg_probe: int = 0
     combined_k1: int = 32
     combined_k2: int = 1024
     bounded_first_k: int = 1024
@@ -63,14 +65,10 @@ class RetrievalConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"RetrievalConfig.{name} must be an integer >= 1, got {value!r}")
-        if (
-            isinstance(self.avg_per_k, bool)
-            or not isinstance(self.avg_per_k, int)
-            or (self.avg_per_k < 0)
-        ):
-            raise ValueError(
-                f"RetrievalConfig.avg_per_k must be an integer >= 0, got {self.avg_per_k!r}"
-            )
+        for name in ("avg_per_k", "avg_probe"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"RetrievalConfig.{name} must be an integer >= 0, got {value!r}")
         if self.backend not in BACKENDS:
             raise ValueError(
                 f"RetrievalConfig.backend must be one of {BACKENDS}, got {self.backend!r}"
@@ -92,7 +90,8 @@ def make_retriever(
             similarity, index, config=BoundedConfig(first_stage_k=c.bounded_first_k)
         )
     if name == "topk_avg":
-        return TopKAvg(similarity, index, c.avg_k, c.backend, per_k=c.avg_per_k)
+        probe = c.avg_probe if index.a_x is not None else 0  # no gates to probe otherwise
+        return TopKAvg(similarity, index, c.avg_k, c.backend, per_k=c.avg_per_k, probe=probe)
     if name == "topk_per_embd":
         return TopKPerEmbd(similarity, index, c.per_embd_k, c.backend)
     if name == "combined":

@@ -9,6 +9,15 @@ with the full MoL similarity (gating included; a_x read from the index) and keep
 - TopKAvg(k'): the k' items of highest <sum_i f_i(q), mean_j g_j(x)> (one search);
 - Combined(k1, k2): the union of TopKPerEmbd(k1) and TopKAvg(k2).
 
+Our addition, TopKAvg with a probe (`probe` > 0): the TopKAvg query sum_i f_i weighs every
+query component alike, while MoL's gate does not. The probe scores the `probe` best
+TopKAvg items with full MoL, sums their gate weights pi (B, P_Q * P_X) over those items and
+over the item components into u (B, P_Q), and searches once more with the query
+sum_i u_i f_i (the scale of u does not change the ranking). It costs a second search and
+the probe's rescoring, and puts more of the exact top-k among the first candidates, so
+fewer candidates reach a given recall; whether that pays depends on the model and the
+catalog (benchmarks/results/retrieval-beauty-cpu.json, retrieval-ml-1m-cpu.json).
+
 Exclusion is applied inside the candidate searches too (exact over-fetching of k' + E
 results when a row excludes E items, or a mask on the scores when E is large), so excluded
 items never use up the budget.
@@ -24,7 +33,7 @@ Shapes: B queries, N catalog size, P_Q / P_X components, d_P component dim, K to
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
@@ -122,7 +131,9 @@ class TopKAvg(CandidateRescorer):
     """One inner-product search of sum_i f_i against mean_j g_j, rescored with full MoL.
 
     The search keeps max(k', per_k * k) candidates (per_k = 0: k' alone), so one retriever
-    can serve k = 10 cheaply and k = 100 with proportionally more candidates.
+    can serve k = 10 cheaply and k = 100 with proportionally more candidates. probe > 0:
+    the query components are first weighted by the gates of the `probe` best items (module
+    docstring); needs a similarity with gates (MoL), and P_Q > 1 to change anything.
     """
 
     unique_candidates = True  # one search returns each item once
@@ -134,20 +145,49 @@ class TopKAvg(CandidateRescorer):
         k_prime: int,
         backend: Backend = "torch",
         per_k: int = 0,
+        probe: int = 0,
     ) -> None:
         _check_budget("TopKAvg.k_prime", k_prime)
-        if isinstance(per_k, bool) or not isinstance(per_k, int) or per_k < 0:
-            raise ValueError(f"TopKAvg.per_k must be an integer >= 0, got {per_k!r}")
+        for name, value in (("per_k", per_k), ("probe", probe)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TopKAvg.{name} must be an integer >= 0, got {value!r}")
+        if probe and index.a_x is None:
+            raise ValueError("TopKAvg.probe needs a gated similarity (MoL); this index has none")
         self.similarity, self.index, self.k_prime = similarity, index, k_prime
-        self.per_k = per_k
+        self.per_k, self.probe = per_k, probe
         self.searcher = ComponentSearch(avg_items(index.g), backend)
 
     def candidates(self, queries: QueryParts, k: int, exclude: Tensor | None) -> Tensor:
-        """(B, max(k', k)) distinct candidate ids in any order (0 = none)."""
+        """(B, max(k', per_k * k, k)) distinct candidate ids in any order (0 = none)."""
+        query = avg_query(queries.f)
+        if self.probe and queries.f.shape[1] > 1:
+            query = weighted_query(queries, self.probe_weights(queries, query, exclude))
         ids = self.searcher.search(
-            avg_query(queries.f), max(self.k_prime, self.per_k * k, k), exclude, sorted=False
+            query, max(self.k_prime, self.per_k * k, k), exclude, sorted=False
         )
         return ids.reshape(ids.shape[0], -1)
+
+    def probe_weights(self, queries: QueryParts, query: Tensor, exclude: Tensor | None) -> Tensor:
+        """(B, P_Q) weights of the query components: the gate weights of the `probe` best
+        TopKAvg items, summed over those items and over the item components (uniform when
+        a row has no admissible item)."""
+        ids = self.searcher.search(query, self.probe, exclude, sorted=False).reshape(
+            queries.batch_size, -1
+        )  # (B, probe), 0 = no admissible item
+        rows = self.index.gather_parts(ids.reshape(-1))
+        # The index has a_x, so the similarity is MoL, whose score_pairs returns gates too.
+        mol = cast(Any, self.similarity)
+        _, pi = mol.score_pairs(queries, rows, return_gates=True)
+        valid = (ids > 0).unsqueeze(-1).to(pi.dtype)  # (B, probe, 1)
+        w = (pi * valid).sum(dim=1)  # (B, P); all-zero when no item is admissible
+        b, p_q = queries.f.shape[:2]
+        u = w.view(b, p_q, -1).sum(dim=-1)
+        return torch.where(u.sum(dim=1, keepdim=True) > 0, u, torch.ones_like(u))
+
+
+def weighted_query(queries: QueryParts, u: Tensor) -> Tensor:
+    """f (B, P_Q, d_P), u (B, P_Q) -> (B, 1, d_P): sum_i u_i f_i."""
+    return torch.einsum("bi,bid->bd", u.to(queries.f.dtype), queries.f).unsqueeze(1)
 
 
 class Combined(CandidateRescorer):

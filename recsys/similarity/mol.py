@@ -280,14 +280,28 @@ class MoLSimilarity(nn.Module):
         phi, pi = self.combine(s, qp.a_q, a_x)
         return (phi, pi) if return_gates else phi
 
-    def score_pairs(self, qp: QueryParts, ip: ItemParts) -> Tensor:
+    @overload
+    def score_pairs(
+        self, qp: QueryParts, ip: ItemParts, return_gates: Literal[False] = False
+    ) -> Tensor: ...
+
+    @overload
+    def score_pairs(
+        self, qp: QueryParts, ip: ItemParts, return_gates: Literal[True]
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def score_pairs(
+        self, qp: QueryParts, ip: ItemParts, return_gates: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """ip: the parts of B*C items in pair order (row b*C + c = candidate c of query b)
-        -> (B, C) scores. `score_gathered` without the gather: the rows are only viewed."""
+        -> (B, C) scores (and gates (B, C, P) if asked). `score_gathered` without the
+        gather: the rows are only viewed."""
         b = qp.batch_size
         g = ip.g.view(b, -1, *ip.g.shape[1:])  # (B, C, P_X, d_P)
         s = component_logits_gathered(qp.f, g, self.tau)
         a_x = None if ip.a_x is None else ip.a_x.view(b, g.shape[1], -1)
-        return self.combine(s, qp.a_q, a_x)[0]
+        phi, pi = self.combine(s, qp.a_q, a_x)
+        return (phi, pi) if return_gates else phi
 
     # -- losses ----------------------------------------------------------------------
 

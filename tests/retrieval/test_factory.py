@@ -31,3 +31,13 @@ def test_unknown_name_and_bad_config() -> None:
         make_retriever("nope", cat.similarity, cat.index)
     with pytest.raises(ValueError, match=r"RetrievalConfig\.avg_k"):
         RetrievalConfig(avg_k=0)
+    with pytest.raises(ValueError, match=r"RetrievalConfig\.avg_probe"):
+        RetrievalConfig(avg_probe=-1)
+
+
+def test_avg_probe_applies_to_gated_indexes_only() -> None:
+    config = RetrievalConfig(avg_k=8, avg_probe=3)
+    mol = make_catalog(num_items=10)
+    assert make_retriever("topk_avg", mol.similarity, mol.index, config).probe == 3  # type: ignore[attr-defined]
+    dot = make_catalog(num_items=10, kind="dot")
+    assert make_retriever("topk_avg", dot.similarity, dot.index, config).probe == 0  # type: ignore[attr-defined]

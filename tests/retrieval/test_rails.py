@@ -6,7 +6,15 @@ import pytest
 import torch
 from retrieval_helpers import assert_same_topk, make_catalog, random_exclude, reference_topk
 
-from recsys.retrieval.rails import Combined, TopKAvg, TopKPerEmbd, avg_items, avg_query
+from recsys.retrieval.rails import (
+    Combined,
+    TopKAvg,
+    TopKPerEmbd,
+    avg_items,
+    avg_query,
+    weighted_query,
+)
+from recsys.similarity.parts import QueryParts
 
 
 def build(name: str, cat, budget: int, backend: str = "torch"):
@@ -14,10 +22,12 @@ def build(name: str, cat, budget: int, backend: str = "torch"):
         return TopKPerEmbd(cat.similarity, cat.index, budget, backend)
     if name == "avg":
         return TopKAvg(cat.similarity, cat.index, budget, backend)
+    if name == "avg_probe":
+        return TopKAvg(cat.similarity, cat.index, budget, backend, probe=3)
     return Combined(cat.similarity, cat.index, budget, budget, backend)
 
 
-NAMES = ["per_embd", "avg", "combined"]
+NAMES = ["per_embd", "avg", "avg_probe", "combined"]
 
 
 @pytest.mark.parametrize("backend", ["torch", "faiss"])
@@ -75,6 +85,37 @@ def test_budget_is_validated() -> None:
         TopKAvg(cat.similarity, cat.index, 3, backend="annoy")
     with pytest.raises(ValueError, match="per_k"):
         TopKAvg(cat.similarity, cat.index, 3, per_k=-1)
+    with pytest.raises(ValueError, match="probe"):
+        TopKAvg(cat.similarity, cat.index, 3, probe=-2)
+    dot = make_catalog(num_items=5, kind="dot")
+    with pytest.raises(ValueError, match="gated"):
+        TopKAvg(dot.similarity, dot.index, 3, probe=2)
+
+
+def test_probe_weights_are_the_summed_gates_of_the_probed_items() -> None:
+    """u_i = sum over the probe's admissible items x and item components j of pi_ij(q, x),
+    computed here from score_gathered on the items plain TopKAvg ranks first."""
+    cat = make_catalog(num_items=40, batch=3, seed=11)
+    exclude = random_exclude(3, 40, seed=12)
+    exclude[2, 1:] = True  # no admissible item: weights fall back to uniform
+    probe = TopKAvg(cat.similarity, cat.index, 5, probe=4)
+    u = probe.probe_weights(cat.queries, avg_query(cat.queries.f), exclude)
+    first = TopKAvg(cat.similarity, cat.index, 4).candidates(cat.queries, 4, exclude)
+    parts = cat.index.parts.to(dtype=torch.float32)
+    _, pi = cat.similarity.score_gathered(cat.queries, parts, first, return_gates=True)
+    p_q = cat.queries.f.shape[1]
+    for b in range(2):
+        assert (first[b] > 0).all()
+        ref = pi[b].sum(dim=0).view(p_q, -1).sum(dim=-1)
+        torch.testing.assert_close(u[b], ref)
+    torch.testing.assert_close(u[2], torch.ones(p_q))
+
+
+def test_weighted_query_sums_weighted_components() -> None:
+    f = torch.randn(2, 3, 4)
+    u = torch.rand(2, 3)
+    ref = torch.stack([sum(u[b, i] * f[b, i] for i in range(3)) for b in range(2)])
+    torch.testing.assert_close(weighted_query(QueryParts(f=f), u)[:, 0], ref)
 
 
 def test_topk_avg_budget_grows_with_k() -> None:

@@ -120,11 +120,13 @@ def test_invalid_user_config_is_rejected(service: Service):
 
 
 def test_in_flight_batch_finishes_on_old_model(service: Service):
+    # Only a batch run in a worker thread can be in flight while reconfigure runs (an inline
+    # batch holds the event loop until it is done).
     gate = threading.Event()
     Service.bundles["slow"] = FakeRecommender("slow", gate)
 
     async def scenario():
-        await service.reconfigure({"bundle_path": "slow"})
+        await service.reconfigure({"bundle_path": "slow", "model_thread": True})
         in_flight = asyncio.create_task(service.recommend_batch([RecRequest(user_key="a")]))
         await asyncio.sleep(0.05)  # the batch is now inside the (blocked) model call
         await service.reconfigure({"bundle_path": "v2"})
@@ -143,6 +145,18 @@ def test_config_validation():
         ServiceConfig(bundle_path="b", max_batch_size=0)
     with pytest.raises(ValueError, match="bundle_path"):
         ServiceConfig(bundle_path="")
+    with pytest.raises(ValueError, match="model_thread"):
+        ServiceConfig(bundle_path="b", model_thread="yes")  # type: ignore[arg-type]
+
+
+def test_inline_and_threaded_batches_answer_alike(service: Service):
+    reqs = [RecRequest(user_key="a"), RecRequest(user_key="needs-exact-only"), RecRequest()]
+    inline = asyncio.run(service.recommend_batch(reqs))
+    asyncio.run(service.reconfigure({"model_thread": True}))
+    assert service.config.model_thread and service.last_reload_error is None
+    threaded = asyncio.run(service.recommend_batch(reqs))
+    assert [type(x) for x in inline] == [type(x) for x in threaded]
+    assert inline[0] == threaded[0] and inline[2] == threaded[2]
 
 
 @pytest.fixture
