@@ -59,9 +59,12 @@ class ServiceConfig:
     rails retriever rescores per query (None = the retrieval default); query_cache_size:
     users whose stored-history query is kept between requests (0 = none); model_thread:
     run each batch in a worker thread, so the event loop keeps accepting requests meanwhile,
-    instead of inline on the event loop (the default: with a worker thread, the replica's
-    event loop and the model contend for the GIL between torch calls, and on a 2-core
-    machine a replica answered fewer requests/s; benchmarks/results/serve-ml-1m-threads.json).
+    instead of inline on the event loop. Inline is the default: in a worker thread the model
+    and the event loop contend for the GIL between torch calls. On the 2-core machine, at
+    c = 32, inline answered 323 vs 270 user requests/s behind Serve's proxy, and 823 vs 758
+    user and 588 vs 456 history requests/s behind HAProxy (benchmarks/results/
+    serve-ml-1m.json, layouts "single" and "threaded"); the thread won only at c = 8 behind
+    HAProxy (708 vs 594 user requests/s).
     """
 
     bundle_path: str

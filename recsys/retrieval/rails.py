@@ -14,9 +14,11 @@ query component alike, while MoL's gate does not. The probe scores the `probe` b
 TopKAvg items with full MoL, sums their gate weights pi (B, P_Q * P_X) over those items and
 over the item components into u (B, P_Q), and searches once more with the query
 sum_i u_i f_i (the scale of u does not change the ranking). It costs a second search and
-the probe's rescoring, and puts more of the exact top-k among the first candidates, so
-fewer candidates reach a given recall; whether that pays depends on the model and the
-catalog (benchmarks/results/retrieval-beauty-cpu.json, retrieval-ml-1m-cpu.json).
+the probe's rescoring, and puts more of the exact top-k among the first candidates. On the
+trained ML-1M and Beauty bundles it barely paid: at equal budget it changed recall@10 by
+-0.1 to +3.2 points, but at equal latency plain TopKAvg with a larger budget did as well
+at batch 32 and better at batch 1 (benchmarks/results/retrieval-ml-1m-cpu.json,
+retrieval-beauty-cpu.json, "pN" methods). So it is off by default.
 
 Exclusion is applied inside the candidate searches too (exact over-fetching of k' + E
 results when a row excludes E items, or a mask on the scores when E is large), so excluded
