@@ -8,6 +8,9 @@ For each retriever ("rails", "exact") and batch size it reports the median and p
 wall time per batch call on one torch thread (a serving replica's setting). It also times
 the top-k cut the retrievers use (`recsys.retrieval.topk.select_topk`) against
 `torch.topk` on the bundle's catalog size, which is where numpy's introselect pays.
+By default every batch is timed twice in one process: with glibc malloc's default settings
+("malloc_default"), then after `recsys.malloc.tune_malloc()` ("malloc_tuned", the serving
+replicas' setting, reported as `batch_ms`).
 
     recsys bench recommend BUNDLE [--batches 1,8,32] [--reps 200]
 
@@ -45,6 +48,28 @@ def _timed(fn: Any, reps: int) -> dict[str, float]:
     }
 
 
+def make_requests(
+    rec: Any, users: list[str], picked: Any, mix: str, retriever: str, k: int
+) -> list[Any]:
+    """ "user": stored-history requests; "history": the same users' histories as item keys."""
+    from recsys.recommend import RecRequest
+
+    if mix == "user":
+        return [RecRequest(user_key=users[u], k=k, retriever=retriever) for u in picked]
+    cat = rec.catalog
+    return [
+        RecRequest(
+            history=[
+                str(cat.item_keys[i])
+                for i in cat.history_items[cat.history_offsets[u] : cat.history_offsets[u + 1]]
+            ],
+            k=k,
+            retriever=retriever,
+        )
+        for u in picked
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys bench recommend", description=__doc__)
     parser.add_argument("bundle", type=Path, help="bundle directory")
@@ -52,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--reps", type=int, default=200, help="timed calls per setting")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (replica: 1)")
+    parser.add_argument(
+        "--malloc",
+        choices=("both", "malloc_default", "malloc_tuned"),
+        default="both",
+        help="glibc malloc settings to measure (both: default first, then tuned)",
+    )
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/...)")
     args = parser.parse_args(argv)
 
@@ -59,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from recsys.atomic import atomic_write_text
+    from recsys.malloc import tune_malloc
     from recsys.provenance import provenance
-    from recsys.recommend import DEFAULT_RAILS_BUDGET, Recommender, RecRequest
+    from recsys.recommend import DEFAULT_RAILS_BUDGET, Recommender
     from recsys.retrieval.topk import select_topk
 
     torch.set_num_threads(args.threads)
@@ -69,34 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     users = rec.user_keys()
     rng = np.random.default_rng(0)
     chosen = rng.choice(len(users), min(len(users), 1024), replace=False)
-    cat = rec.catalog
-    results: dict[str, Any] = {}
-    for retriever in ("rails", "exact"):
-        for mix in ("user", "history"):
-            for b in batches:
-                picked = chosen[:b]
-                if mix == "user":
-                    requests = [
-                        RecRequest(user_key=users[u], k=args.k, retriever=retriever) for u in picked
-                    ]
-                else:
-                    requests = [
-                        RecRequest(
-                            history=[
-                                str(cat.item_keys[i])
-                                for i in cat.history_items[
-                                    cat.history_offsets[u] : cat.history_offsets[u + 1]
-                                ]
-                            ],
-                            k=args.k,
-                            retriever=retriever,
-                        )
-                        for u in picked
-                    ]
-                rec.recommend(requests)  # primes the query cache of the "user" mix
-                timing = _timed(lambda r=requests: rec.recommend(r), args.reps)
-                results[f"{retriever}/{mix}/b{b}"] = timing
-                print(f"{retriever:5s} {mix:7s} B={b:3d}: {timing}")
+    # Default glibc malloc first (its dynamic thresholds cannot be restored once fixed),
+    # then with `recsys.malloc.tune_malloc`, the setting of the serving replicas.
+    modes = ["malloc_default", "malloc_tuned"] if args.malloc == "both" else [args.malloc]
+    results: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        if mode == "malloc_tuned" and not tune_malloc():
+            print("tune_malloc: not applied (not glibc)")
+            continue
+        results[mode] = {}
+        for retriever in ("rails", "exact"):
+            for mix in ("user", "history"):
+                for b in batches:
+                    requests = make_requests(rec, users, chosen[:b], mix, retriever, args.k)
+                    rec.recommend(requests)  # primes the query cache of the "user" mix
+                    timing = _timed(lambda r=requests: rec.recommend(r), args.reps)
+                    results[mode][f"{retriever}/{mix}/b{b}"] = timing
+                    print(f"{mode} {retriever:5s} {mix:7s} B={b:3d}: {timing}")
 
     topk: dict[str, Any] = {}
     n = rec.num_items + 1
@@ -118,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "rails_budget": DEFAULT_RAILS_BUDGET,
         "threads": args.threads,
         "reps": args.reps,
-        "batch_ms": results,
+        "batch_ms": results.get("malloc_tuned", results.get("malloc_default")),
+        "batch_ms_by_malloc": results,
         "topk_ms": topk,
         "load_average": list(os.getloadavg()),
         "provenance": provenance(),

@@ -27,6 +27,7 @@ import torch
 
 from recsys.atomic import atomic_dir, atomic_write_bytes
 from recsys.errors import UserError
+from recsys.malloc import tune_malloc
 from recsys.recommend import DEFAULT_RAILS_BUDGET, MAX_K, RETRIEVERS, Recommender, RecRequest
 
 OUTPUT_SCHEMA = pa.schema(
@@ -87,6 +88,7 @@ class RecommendBatch:
         threads: int,
         rails_budget: int | None,
     ) -> None:
+        tune_malloc()  # see recsys.malloc
         torch.set_num_threads(threads)
         self.recommender = Recommender.load(
             bundle_path, default_retriever=retriever, rails_budget=rails_budget

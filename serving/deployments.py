@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from recsys.malloc import tune_malloc
 from recsys.recommend import (
     DEFAULT_RAILS_BUDGET,
     RETRIEVERS,
@@ -124,6 +125,7 @@ class RecommenderService:
 
     def __init__(self, config: ServiceConfig | dict[str, Any]) -> None:
         self.config = config if isinstance(config, ServiceConfig) else ServiceConfig(**config)
+        tune_malloc()  # see recsys.malloc: small-batch model calls, no page-fault churn
         self._apply_threads()
         # A broken bundle at start-up is fatal: there is no old model to fall back to.
         self.recommender = self._load(self.config)
