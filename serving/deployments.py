@@ -62,10 +62,10 @@ class ServiceConfig:
     run each batch in a worker thread, so the event loop keeps accepting requests meanwhile,
     instead of inline on the event loop. Inline is the default: in a worker thread the model
     and the event loop contend for the GIL between torch calls. On the 2-core machine, at
-    c = 32, inline answered 323 vs 270 user requests/s behind Serve's proxy, and 823 vs 758
-    user and 588 vs 456 history requests/s behind HAProxy (benchmarks/results/
-    serve-ml-1m.json, layouts "single" and "threaded"); the thread won only at c = 8 behind
-    HAProxy (708 vs 594 user requests/s).
+    c = 32, inline answered 290 vs 268 user and 236 vs 178 history requests/s behind Serve's
+    proxy, and 1,194 vs 1,012 user and 730 vs 579 history requests/s behind HAProxy
+    (benchmarks/results/serve-ml-1m.json, layouts "single" and "threaded"); the thread won
+    at c = 8 behind HAProxy (838 vs 772 user requests/s).
     """
 
     bundle_path: str
