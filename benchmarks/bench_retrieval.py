@@ -40,6 +40,7 @@ from retrieval_catalogs import exclusion_rows, history_batches, synthetic_bundle
 
 from recsys.atomic import atomic_write_bytes, atomic_write_text
 from recsys.bundle import Bundle, load_bundle
+from recsys.malloc import tune_malloc
 from recsys.provenance import provenance
 from recsys.retrieval.bounded import BoundedConfig, BoundedExact
 from recsys.retrieval.brute_force import BruteForce
@@ -445,6 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         title = f"{payload['catalog']} ({payload['catalog_size']} items, {payload['device']})"
         plot(payload["records"], args.plot_only.with_suffix(".png"), title)
         return 0
+    # The allocator setting of the `recsys` commands and the serving replicas: without it
+    # repeated MiB-sized allocations page-fault on every call and the timings depend on the
+    # order of the calls (recsys.malloc).
+    malloc_tuned = tune_malloc()
     torch.set_num_threads(args.threads)
     import faiss
 
@@ -484,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             "catalog_size": bundle.num_items,
             "device": records[0]["device"],
             "threads": args.threads,
+            "malloc_tuned": malloc_tuned,
             "model": bundle.config.to_dict(),
             "training": training if training is not None else bundle.metadata.get("metrics"),
             "queries": "recent histories of random users (seen items excluded)",

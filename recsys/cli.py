@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.func is not _run_bench:  # each benchmark chooses its own malloc settings
+        from recsys.malloc import tune_malloc
+
+        tune_malloc()
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -10,7 +10,9 @@ rails batch of `Recommender.recommend` took 7.4 ms instead of 3.2 ms for 8 reque
 
 `tune_malloc()` fixes both thresholds (which also turns the dynamic adjustment off):
 blocks below 32 MiB come from the heap and freed memory is kept up to 256 MiB. The
-serving replicas, the batch job's actors and the `recsys` command call it at start-up.
+serving replicas, the batch job's actors and the `recsys` commands call it at start-up;
+under `recsys bench` each benchmark decides (bench_retrieval tunes, bench_recommend
+measures both).
 It changes only glibc's allocator, on Linux; elsewhere it does nothing.
 """
 
