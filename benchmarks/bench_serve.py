@@ -16,6 +16,9 @@ single,composed,threaded` the other deployment layouts. Then it times the batch 
 (`recsys recommend`, Ray Data, k = 100) for all users of the bundle, and measures the
 recall@k of "rails" against "exact" on the bundle (meaningful for trained weights only).
 
+With `--repeat N` every ingress is measured N times (runs alternate between ingresses) and
+the summary reports the median of each figure, with the runs beside it.
+
 Writes benchmarks/results/serve-<bundle name>.json with provenance and the load average
 (other processes on the machine change the figures).
 """
@@ -172,28 +175,56 @@ def time_batch_job(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
     return batch
 
 
-def summarize(ingresses: dict[str, Any], batch: dict[str, Any] | None) -> dict[str, Any]:
-    """Target figures per ingress for the best layout (highest req/s at c=32, "user" mix)."""
+def summarize_run(levels: list[dict[str, Any]]) -> dict[str, Any]:
+    """Target figures of one run of one ingress, for its best layout (highest req/s at
+    c = 32, "user" mix)."""
 
-    def at(levels: list[dict[str, Any]], stack: str, mix: str, c: int) -> dict[str, Any]:
+    def at(stack: str, mix: str, c: int) -> dict[str, Any]:
         return next(
             (x for x in levels if (x["stack"], x["mix"], x["concurrency"]) == (stack, mix, c)),
             {},
         )
 
+    layouts = sorted({x["stack"] for x in levels} - {"noop"})
+    best = max(layouts, key=lambda s: at(s, "user", 32).get("rps", 0))
+    row: dict[str, Any] = {"best_layout": best}
+    for mix in ("user", "history"):
+        c32 = at(best, mix, 32)
+        if c32:
+            row[mix] = {key: c32[key] for key in ("rps", "p50_ms", "p99_ms", "errors")}
+    c8, noop8 = at(best, "user", 8), at("noop", "user", 8)
+    if c8 and noop8:
+        row["overhead_p50_c8"] = round(c8["p50_ms"] / noop8["p50_ms"] - 1, 3)
+    return row
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over runs (errors: the total), with the runs beside it."""
+    import statistics
+
+    out: dict[str, Any] = {"best_layout": rows[0]["best_layout"]}
+    for mix in ("user", "history"):
+        per_run = [r[mix] for r in rows if mix in r]
+        if per_run:
+            out[mix] = {
+                key: round(statistics.median(x[key] for x in per_run), 2)
+                for key in ("rps", "p50_ms", "p99_ms")
+            } | {"errors": sum(x["errors"] for x in per_run)}
+    overheads = [r["overhead_p50_c8"] for r in rows if "overhead_p50_c8" in r]
+    if overheads:
+        out["overhead_p50_c8"] = round(statistics.median(overheads), 3)
+    if len(rows) > 1:
+        out["runs"] = rows
+    return out
+
+
+def summarize(ingresses: dict[str, Any], batch: dict[str, Any] | None) -> dict[str, Any]:
+    """Target figures per ingress: medians over the runs of `summarize_run`."""
     out: dict[str, Any] = {"targets": TARGETS}
     for ingress, result in ingresses.items():
         levels = result["levels"]
-        layouts = sorted({x["stack"] for x in levels} - {"noop"})
-        best = max(layouts, key=lambda s: at(levels, s, "user", 32).get("rps", 0))
-        row: dict[str, Any] = {"best_layout": best}
-        for mix in ("user", "history"):
-            c32 = at(levels, best, mix, 32)
-            if c32:
-                row[mix] = {key: c32[key] for key in ("rps", "p50_ms", "p99_ms", "errors")}
-        c8, noop8 = at(levels, best, "user", 8), at(levels, "noop", "user", 8)
-        if c8 and noop8:
-            row["overhead_p50_c8"] = round(c8["p50_ms"] / noop8["p50_ms"] - 1, 3)
+        runs = sorted({x.get("run", 0) for x in levels})
+        row = median_row([summarize_run([x for x in levels if x.get("run", 0) == r]) for r in runs])
         user = row.get("user", {})
         row["meets"] = {
             "rps_c32": user.get("rps", 0) >= TARGETS["rps_c32"],
@@ -229,6 +260,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-k", type=int, default=100, help="k of the batch job")
     p.add_argument("--batch-actors", type=int, default=1, help="Ray Data actors (model copies)")
     p.add_argument("--skip-batch", action="store_true", help="do not time the batch job")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs per ingress; the summary takes medians"
+    )
     p.add_argument("--out", default=None, help="result JSON (default results/serve-<bundle>.json)")
     args = p.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -244,7 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {bundle} is not a bundle directory (no users.parquet)", file=sys.stderr)
         return 2
     load_before = os.getloadavg()
-    ingresses = {ingress: measure_ingress(ingress, bundle, args) for ingress in args.ingress}
+    # Runs alternate between the ingresses, so slow drifts of the machine hit both alike.
+    ingresses: dict[str, Any] = {i: {"levels": [], "model_info": {}} for i in args.ingress}
+    for run in range(args.repeat):
+        for ingress in args.ingress:
+            measured = measure_ingress(ingress, bundle, args)
+            ingresses[ingress]["levels"] += [x | {"run": run} for x in measured["levels"]]
+            ingresses[ingress]["model_info"] = measured["model_info"]
     batch = None if args.skip_batch else time_batch_job(bundle, args)
     recall = rails_recall(bundle, args)
     result = {
