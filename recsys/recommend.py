@@ -491,7 +491,11 @@ class Recommender:
         return RecResult(
             item_keys=tuple(keys[i] for i in item_ids),
             scores=tuple(values.astype(np.float64).tolist()),
-            titles=tuple(titles[i] for i in item_ids) if titles else (None,) * len(item_ids),
+            titles=(
+                tuple(titles[i] for i in item_ids)
+                if titles is not None
+                else (None,) * len(item_ids)
+            ),
             retriever=POPULARITY if cold else q.retriever,
             fallback=POPULARITY if cold else None,
             unknown_items=q.unknown_items,
