@@ -3,8 +3,11 @@
 Setting of the RecBole peer in ../shared/docs/BENCHMARKS.md: 2 blocks, 1 head, d 50, max
 length 200, batch 128. RecBole 1.2.1 needs 3,303 s an epoch here (every prefix is a row:
 982,089 rows) and reaches test HR@10 .241 / NDCG@10 .131 after one epoch (seen items
-masked). Our epoch supervises every position of each training sequence in one pass (the
-same ~988k targets), with a sampled softmax (configs/ml-1m-sasrec-dot.yaml).
+masked). Our epoch encodes each training window once and supervises all its positions,
+with a sampled softmax (configs/ml-1m-sasrec-dot.yaml). With the config's training window
+(`last`: each user's most recent 200 training events) that is 6,040 windows and 646k of the
+982k targets; `--train-window all` cuts every training sequence into windows so that each of
+the 982k targets is supervised once per epoch, as in RecBole's (8,619 windows).
 
 One run per (negatives, precision) pair, each in its own child process (clean peak RSS).
 Per run: training-epoch wall time (a Lightning callback around the training loop,
@@ -12,9 +15,10 @@ validation excluded) and the process CPU seconds over it (on a shared machine th
 includes waiting for the cores; CPU seconds / threads estimates the unshared wall time),
 validation time, peak RSS, the validation curve and the test metrics of the selected
 checkpoint. Quality after one epoch is reported beside RecBole's, but note the step count:
-an epoch here is 48 optimizer steps of 128 users (~25k targets each), RecBole's is 7,673
-steps of 128 prefixes, and Adam moves the weights by about lr per step, so one of our
-epochs learns far less; `--epochs N` records how many epochs reach RecBole's figure.
+an epoch here is 48 optimizer steps of 128 windows (~13k targets each; 68 steps with
+`--train-window all`), RecBole's is 7,673 steps of 128 prefixes, and Adam moves the
+weights by about lr per step, so one of our epochs learns far less; `--epochs N` records
+how many epochs reach RecBole's figure.
 
     recsys bench sasrec_epoch            # {shared:128, config (per_position:128)} x {fp32, bf16}
     recsys bench sasrec_epoch --epochs 10 --precision bf16-mixed --negatives shared:128
@@ -36,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -98,6 +104,7 @@ def _child(args: argparse.Namespace) -> int:
     if args.negatives != "config":
         kind, num = args.negatives.split(":")
         base["training"]["negatives"] = {"kind": kind, "num": int(num)}
+    base["data"]["train_window"] = args.train_window
     config = config_from_dict(base, str(args.config))
 
     class Timer(L.Callback):
@@ -182,12 +189,29 @@ def _run_child(
         str(args.batch_size),
         "--config",
         str(args.config),
+        "--train-window",
+        args.train_window,
     ]
     cmd += ["--negatives", negatives]
     subprocess.run(cmd, check=True)
     result = json.loads(out.read_text())
     out.unlink()
     return result
+
+
+def epoch_sizes(data: Path, max_len: int) -> dict[str, dict[str, int]]:
+    """Training windows and supervised targets of one epoch, per `train_window` (`random`
+    supervises as many targets as `last`)."""
+    from recsys.dataset import load_dataset
+    from recsys.training.data import TrainSet
+
+    dataset = load_dataset(data)
+    sizes = {}
+    for window in ("last", "all"):
+        ts = TrainSet(dataset, max_len, window)
+        lengths = np.minimum(ts.ends - ts.starts, max_len)
+        sizes[window] = {"windows": len(ts), "targets": int((lengths - 1).sum())}
+    return sizes
 
 
 def _load_average() -> list[float]:
@@ -201,7 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         "--precision", nargs="+", default=["32-true", "bf16-mixed"], help="one run per value"
     )
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=128, help="users per step")
+    parser.add_argument("--batch-size", type=int, default=128, help="windows per step")
+    parser.add_argument(
+        "--train-window",
+        choices=["last", "random", "all"],
+        default="last",
+        help="data.train_window (`all`: every training target once per epoch)",
+    )
     parser.add_argument(
         "--negatives",
         nargs="+",
@@ -223,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from recsys.atomic import atomic_write_text
     from recsys.provenance import provenance
+    from recsys.training.config import load_config
 
     data = prepared_ml1m(args.data_cache)
     if data is None:
@@ -250,9 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         "config": str(args.config.relative_to(REPO_ROOT)),
         "lr": args.lr,
         "batch_size": args.batch_size,
+        "train_window": args.train_window,
         "device": device,
         "target_epoch_s": TARGET_EPOCH_S,
         "recbole_baseline": RECBOLE,
+        "epoch_size": epoch_sizes(data, load_config(args.config).max_len),
         "runs": runs,
         "load_average_before": load_before,
         "load_average_after": _load_average(),

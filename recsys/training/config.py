@@ -41,21 +41,24 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 @dataclass(frozen=True)
 class DataConfig:
     """path: dataset directory (relative paths are taken from the current directory; the
-    CLI's --data overrides it). train_window: which max_len window of a long training
-    sequence a step sees: `last` (the most recent events, the authors' choice; the same
-    window every epoch) or `random` (a fresh uniformly drawn window each epoch: more
-    distinct targets on long histories, at the cost of training on older behaviour).
+    CLI's --data overrides it). train_window: which max_len windows of a long training
+    sequence an epoch sees: `last` (the most recent events, the authors' choice; the same
+    window every epoch), `random` (a fresh uniformly drawn window each epoch: more
+    distinct targets on long histories, at the cost of training on older behaviour) or `all`
+    (the whole sequence in consecutive windows: every target once per epoch, as RecBole's
+    epochs do; more steps per epoch). See recsys.training.data.
     synthetic: `pipelines.synth.SynthConfig` fields; when given and `path` does not exist,
     the synthetic dataset is generated there first (the demo needs no download)."""
 
     path: str | None = None
-    train_window: Literal["last", "random"] = "last"
+    train_window: Literal["last", "random", "all"] = "last"
     synthetic: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.train_window not in ("last", "random"):
+        if self.train_window not in ("last", "random", "all"):
             raise ValueError(
-                f"DataConfig.train_window must be 'last' or 'random', got {self.train_window!r}"
+                "DataConfig.train_window must be 'last', 'random' or 'all', "
+                f"got {self.train_window!r}"
             )
 
 

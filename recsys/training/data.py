@@ -5,9 +5,13 @@ range of `recsys.splits` (leave-one-out: every event but the last two; users wit
 3 events keep everything); users with fewer than 2 training events have no next-item target
 and are skipped. A step sees a window of at most `max_len` consecutive
 events (the encoder's limit): `SeqRecModel.training_loss` encodes the window and supervises
-each position by the next event of the window. Which window (`train_window`):
-- `last`: the most recent `max_len` events (the authors' choice; same every epoch);
-- `random`: a window drawn uniformly per (user, epoch) from the training sequence.
+each position by the next event of the window. Which windows (`train_window`):
+- `last`: the most recent `max_len` events (the authors' choice; same every epoch). Events
+  older than that are never a target (on ML-1M with max_len 200: 646k of 982k targets);
+- `random`: a window drawn uniformly per (user, epoch) from the training sequence;
+- `all`: the whole training sequence, cut from its end into windows of `max_len` events
+  that overlap by one event, so that every training target is supervised exactly once per
+  epoch (the same targets as a RecBole epoch); a window's first events see no older context.
 
 Validation / test queries are `recsys.evaluation.EvalSet` (full ranking, seen items masked).
 
@@ -35,6 +39,25 @@ from recsys.dataset import SequenceDataset, load_dataset
 from recsys.evaluation import EvalSet, SeqBatch, SplitName, batch_windows, dataset_split
 from recsys.splits import Split
 
+TRAIN_WINDOWS = ("last", "random", "all")
+
+
+def tile_windows(
+    users: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut each range [start, end) (length >= 2) from its end into windows of `width`
+    events overlapping by one, so that the windows' targets (every event but a window's
+    first) cover the range's events after its first exactly once. -> (users, starts, ends)
+    per window, users in order, the windows of a user from the most recent back; a window's
+    start is left at its user's start (the batch keeps the last `width` events)."""
+    step = width - 1
+    # Windows per range: ends e, e - step, ... while end - start >= 2.
+    counts = (ends - starts - 2) // step + 1
+    row = np.repeat(np.arange(len(users)), counts)
+    first = np.cumsum(counts) - counts
+    back = np.arange(len(row)) - first[row]  # 0 for the most recent window of a user
+    return users[row], starts[row], ends[row] - back * step
+
 
 class TrainSet(Dataset):
     """Training windows. Keys are `epoch * len(self) + i` (see `EpochSampler`), so that the
@@ -48,16 +71,23 @@ class TrainSet(Dataset):
         seed: int = 0,
         splits: Split | None = None,
     ) -> None:
-        if window not in ("last", "random"):
-            raise ValueError(f"window must be 'last' or 'random', got {window!r}")
+        if window not in TRAIN_WINDOWS:
+            raise ValueError(f"window must be one of {list(TRAIN_WINDOWS)}, got {window!r}")
+        if max_len < 2:
+            raise ValueError(f"max_len must be >= 2 to have a training target, got {max_len}")
         splits = splits if splits is not None else dataset_split(data)
         self.data = data
         self.width = max_len
         self.window = window
         self.seed = seed
+        # One row per user, or (window `all`) one per window; a row = (user, start, end).
         self.users = np.flatnonzero(splits.train_lengths >= 2).astype(np.int64)
         self.starts = splits.train_starts[self.users]
         self.ends = splits.train_ends[self.users]
+        if window == "all":
+            self.users, self.starts, self.ends = tile_windows(
+                self.users, self.starts, self.ends, max_len
+            )
 
     def __len__(self) -> int:
         return len(self.users)
@@ -69,7 +99,7 @@ class TrainSet(Dataset):
         """Flat end (exclusive) of each key's window."""
         n = len(self)
         idx, epoch = keys % n, keys // n
-        if self.window == "last":
+        if self.window in ("last", "all"):
             return self.ends[idx]
         slack = np.maximum(self.ends[idx] - self.starts[idx] - self.width, 0)
         # One generator per (seed, epoch, user): reproducible under any batching or sharding.

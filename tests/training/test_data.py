@@ -57,6 +57,28 @@ def test_random_windows_are_contiguous_and_deterministic(tmp_path: Path) -> None
         assert any(train[s : s + 5] == row for s in range(len(train) - 4))
 
 
+@pytest.mark.parametrize("max_len", [2, 3, 5, 50])
+def test_all_windows_supervise_every_target_once(tmp_path: Path, max_len: int) -> None:
+    data = load_dataset(make_dataset(tmp_path / "d", num_users=25, length=(2, 17)))
+    ts = TrainSet(data, max_len, "all")
+    batch = ts.collate(list(range(len(ts))))
+    expected = []  # slow reference: walk back from the end, one shared event per boundary
+    for u in range(data.num_users):
+        seq = data.sequence(u)
+        train = (seq[:-2] if len(seq) >= 3 else seq).tolist()
+        end = len(train)
+        while end >= 2:
+            expected.append((u, train[max(0, end - max_len) : end]))
+            end -= max_len - 1
+    got = list(zip(batch.user_ids.tolist(), _rows(batch.item_ids.numpy()), strict=True))
+    assert got == expected
+    for u in range(data.num_users):  # every training target exactly once
+        seq = data.sequence(u)
+        train = (seq[:-2] if len(seq) >= 3 else seq).tolist()
+        targets = [item for user, row in got if user == u for item in row[1:]]
+        assert sorted(targets) == sorted(train[1:])
+
+
 def test_epoch_sampler_shards_and_replays() -> None:
     n, world = 10, 3
     shards = []
