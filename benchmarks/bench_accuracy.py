@@ -3,8 +3,8 @@
 For each (dataset, config) pair it prepares the dataset directory once (cached under
 --data-cache), trains with `recsys.training.run.train` (model selection on validation,
 never test), and writes benchmarks/results/<dataset>-<config>.json with every metric on
-valid and test, the popularity baseline, the selected epoch, the epochs run, wall time,
-device, commit and seed.
+valid and test, the popularity baseline, the selected epoch, the epochs run, the validation
+curve, wall time, device, commit and seed.
 
     recsys bench accuracy --dataset ml-1m --config configs/ml-1m-hstu-mol.yaml
     recsys bench accuracy --dataset beauty --config configs/beauty-sasrec-mol.yaml \
@@ -53,6 +53,20 @@ def epochs_run(run_dir: Path) -> int | None:
     return max(epochs) + 1 if epochs else None
 
 
+def validation_curve(run_dir: Path) -> list[dict[str, float]]:
+    """Per-epoch validation hr@10 / ndcg@10 from the CSV logger (resumed runs included)."""
+    by_epoch = {}
+    for log in sorted(run_dir.glob("logs/version_*/metrics.csv")):
+        for row in csv.DictReader(log.open()):
+            if row.get("valid/hr@10"):
+                by_epoch[int(row["epoch"])] = {
+                    "epoch": int(row["epoch"]),
+                    "hr@10": round(float(row["valid/hr@10"]), 4),
+                    "ndcg@10": round(float(row["valid/ndcg@10"]), 4),
+                }
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
 def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path | None:
     from recsys.training.config import load_config
     from recsys.training.run import train
@@ -84,6 +98,7 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
         "selected_on": info.get("selected_on"),
         "selected_epoch": info.get("best_epoch"),
         "epochs_run": epochs_run(run_dir),
+        "valid_by_epoch": validation_curve(run_dir),
         "max_epochs": args.max_epochs or config.training.epochs,
         "resumed": resume is not None,
         "wall_time_s": round(wall, 1),
