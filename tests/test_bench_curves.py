@@ -1,0 +1,32 @@
+"""benchmarks/bench_curves.py: validation curves from CSV logs, compared at equal epochs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from bench_curves import equal_epochs, validation_curve
+
+
+def _log(path: Path, rows: list[tuple[int, float, float]]) -> None:
+    path.mkdir(parents=True)
+    lines = ["epoch,step,train/loss,valid/hr@10,valid/ndcg@10"]
+    for epoch, hr, ndcg in rows:
+        lines.append(f"{epoch},{epoch * 10},0.5,,")  # a training row: no validation
+        lines.append(f"{epoch},{epoch * 10 + 9},,{hr},{ndcg}")
+    (path / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_curve_joins_resumed_logs_and_compares_common_epochs(tmp_path: Path) -> None:
+    _log(tmp_path / "a/logs/version_0", [(0, 0.1, 0.05), (1, 0.2, 0.1)])
+    _log(tmp_path / "a/logs/version_1", [(2, 0.3, 0.15)])  # resumed
+    _log(tmp_path / "b/logs/version_0", [(0, 0.15, 0.07), (1, 0.25, 0.12)])
+    curve_a = validation_curve(tmp_path / "a")
+    assert [row["epoch"] for row in curve_a] == [0, 1, 2]
+    assert curve_a[2] == {"epoch": 2, "hr@10": 0.3, "ndcg@10": 0.15}
+    rows = equal_epochs({"a": curve_a, "b": validation_curve(tmp_path / "b")})
+    assert [row["epoch"] for row in rows] == [0, 1]
+    assert rows[1]["a"] == {"hr@10": 0.2, "ndcg@10": 0.1}
+    assert rows[1]["b"] == {"hr@10": 0.25, "ndcg@10": 0.12}
