@@ -152,3 +152,15 @@ def test_bad_dataset_dirs_fail_before_training(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="format_version 999"):
         train(config, old, tmp_path / "run", progress_bar=False)
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_all_windows_fit_one_step_per_batch_of_windows(tmp_path: Path) -> None:
+    from recsys.training.data import TrainSet
+
+    data_dir = make_dataset(tmp_path / "data", num_users=40, num_items=30, length=(8, 40))
+    config = config_from_dict({**tiny_config(epochs=1).to_dict(), "data": {"train_window": "all"}})
+    windows = len(TrainSet(load_dataset(data_dir), config.max_len, "all"))
+    assert windows > 40  # long users give several windows
+    run = tmp_path / "run"
+    train(config, data_dir, run, progress_bar=False)
+    assert _last_ckpt(run)["global_step"] == -(-windows // 16)  # batches of 16 windows
