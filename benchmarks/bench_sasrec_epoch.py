@@ -7,7 +7,7 @@ masked). Our epoch encodes each training window once and supervises all its posi
 with a sampled softmax (configs/ml-1m-sasrec-dot.yaml). With the config's training window
 (`last`: each user's most recent 200 training events) that is 6,040 windows and 646k of the
 982k targets; `--train-window all` cuts every training sequence into windows so that each of
-the 982k targets is supervised once per epoch, as in RecBole's (8,619 windows).
+the 982k targets is supervised once per epoch, as in RecBole's (8,645 windows).
 
 One run per (negatives, precision) pair, each in its own child process (clean peak RSS).
 Per run: training-epoch wall time (a Lightning callback around the training loop,
