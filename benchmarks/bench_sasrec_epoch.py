@@ -30,7 +30,6 @@ absent.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -44,7 +43,9 @@ from typing import Any
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+for _path in (REPO_ROOT, REPO_ROOT / "benchmarks"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 RECBOLE = {
     "epoch_s": 3303,
@@ -66,26 +67,11 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _validation_curve(run_dir: Path) -> list[dict[str, float]]:
-    """Per-epoch validation hr@10 / ndcg@10 from the CSV logger."""
-    curve = []
-    for log in sorted(run_dir.glob("logs/version_*/metrics.csv")):
-        for row in csv.DictReader(log.open()):
-            if row.get("valid/hr@10"):
-                curve.append(
-                    {
-                        "epoch": int(row["epoch"]),
-                        "hr@10": round(float(row["valid/hr@10"]), 4),
-                        "ndcg@10": round(float(row["valid/ndcg@10"]), 4),
-                    }
-                )
-    return curve
-
-
 def _child(args: argparse.Namespace) -> int:
     """One training run in this process; writes its measurements as JSON to args.child."""
     import lightning as L
     import torch
+    from bench_accuracy import validation_curve
 
     from recsys.training.config import config_from_dict, load_config
     from recsys.training.run import train
@@ -142,7 +128,7 @@ def _child(args: argparse.Namespace) -> int:
             config, data_dir=args.data, out_dir=run_dir, progress_bar=False, callbacks=[timer]
         )
         total = time.perf_counter() - start
-        curve = _validation_curve(Path(run_dir))
+        curve = validation_curve(Path(run_dir))
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = {
         "precision": args.precision,
