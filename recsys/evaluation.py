@@ -69,7 +69,9 @@ class SeqBatch:
     item_ids (B, T) long, 0 = padding; timestamps (B, T) long or None; user_ids (B,) long
     (dense dataset user ids); targets (B,) long or None (training); seen (B, S) long, 0-padded,
     the whole history for the seen-item filter, or None (training); index (B,) long positions
-    of the queries in their EvalSet, or None (training).
+    of the queries in their EvalSet, or None (training); first_target (B,) long or None
+    (training with a window stride): the first window position (>= 1) whose event is a
+    supervised target; None = every position >= 1.
     """
 
     item_ids: Tensor
@@ -78,6 +80,7 @@ class SeqBatch:
     targets: Tensor | None = None
     seen: Tensor | None = None
     index: Tensor | None = None
+    first_target: Tensor | None = None
 
 
 def dataset_split(data: SequenceDataset) -> Split:

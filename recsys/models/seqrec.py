@@ -13,7 +13,12 @@ Negatives (`NegativesConfig.kind`):
 - "per_position": R uniform negatives per position (item parts of the distinct ones only).
 - "in_batch": R targets drawn uniformly from the batch's supervised positions, shared by
   every position, so negatives follow the data's item popularity (no logQ correction).
-A negative equal to the row's positive is masked out in every case.
+- "full": every catalog item 1..N is a negative of every position (`num` is ignored): the
+  loss is the exact softmax cross-entropy over the catalog, as RecBole's SASRec trains. One
+  dense (rows, N) pass, like "shared" with R = N: cheap for a dot product over a catalog of
+  a few thousand items, N/R times the shared cost for MoL.
+A negative equal to the row's positive is masked out in every case (for "full": the
+positive is counted once).
 
 Shapes: B batch, T sequence length, D model dim, N catalog size (ids 1..N, 0 = padding),
 n supervised positions, R negatives, P = P_Q * P_X.
@@ -38,7 +43,7 @@ from recsys.similarity.parts import ItemParts, QueryParts
 LN_EPS = 1e-6
 ENCODER_TYPES: dict[str, type] = {"hstu": HSTUConfig, "sasrec": SASRecConfig}
 SIMILARITY_TYPES: dict[str, type] = {"dot": DotConfig, "mol": MoLConfig}
-NEGATIVE_KINDS = ("shared", "per_position", "in_batch")
+NEGATIVE_KINDS = ("shared", "per_position", "in_batch", "full")
 
 
 def _tagged(config: Any, types: dict[str, type]) -> dict[str, Any]:
@@ -114,9 +119,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class NegativesConfig:
-    """How the sampled softmax draws its R = `num` negatives (see the module docstring)."""
+    """How the sampled softmax draws its R = `num` negatives (see the module docstring;
+    "full" uses the whole catalog and ignores `num`)."""
 
-    kind: Literal["shared", "per_position", "in_batch"] = "shared"
+    kind: Literal["shared", "per_position", "in_batch", "full"] = "shared"
     num: int = 128
 
     def __post_init__(self) -> None:
@@ -218,6 +224,8 @@ class SeqRecModel(nn.Module):
             return distinct, idx.view(n, r), ids != targets.unsqueeze(1)
         if negatives.kind == "in_batch":
             ids = targets[torch.randint(0, n, (r,), device=device)]
+        elif negatives.kind == "full":
+            ids = torch.arange(1, self.num_items + 1, device=device)
         else:
             ids = torch.randint(1, self.num_items + 1, (r,), device=device)
         return ids, None, ids.unsqueeze(0) != targets.unsqueeze(1)
@@ -228,10 +236,13 @@ class SeqRecModel(nn.Module):
         timestamps: Tensor | None = None,
         user_ids: Tensor | None = None,
         negatives: NegativesConfig | None = None,
+        first_target: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Autoregressive sampled-softmax loss over every supervised position.
 
-        item_ids (B, T) right-padded, timestamps (B, T) | None, user_ids (B,) | None.
+        item_ids (B, T) right-padded, timestamps (B, T) | None, user_ids (B,) | None;
+        first_target (B,) long | None: row b supervises only the targets at positions
+        >= first_target[b] (earlier positions are context only).
         Returns (loss, logs): loss = sampled softmax + weighted aux losses (training mode);
         logs hold detached "loss", "sampled_softmax", each aux loss and "num_positions".
         """
@@ -239,6 +250,9 @@ class SeqRecModel(nn.Module):
         out = self.encode(item_ids, timestamps)
         targets_bt = item_ids[:, 1:]
         supervised = targets_bt != 0  # right padding: a valid next item has a valid current one
+        if first_target is not None:
+            positions = torch.arange(1, item_ids.shape[1], device=item_ids.device)
+            supervised &= positions.unsqueeze(0) >= first_target.unsqueeze(1)
         rows = out[:, :-1][supervised]  # (n, D)
         targets = targets_bt[supervised]  # (n,)
         row_users = None
@@ -254,8 +268,14 @@ class SeqRecModel(nn.Module):
         pos, gates = self.similarity.score_gathered(
             qp, self.item_parts(distinct), inv.unsqueeze(1), return_gates=True
         )
-        neg_ids, idx, valid = self._negatives(targets, negatives)
-        main = self.similarity.sampled_softmax(qp, pos[:, 0], self.item_parts(neg_ids), idx, valid)
+        if negatives.kind == "full" and isinstance(self.similarity, DotSimilarity):
+            catalog = self.item_parts().slice(1, self.num_items + 1)
+            main = self.similarity.full_softmax(qp, catalog, targets - 1)
+        else:
+            neg_ids, idx, valid = self._negatives(targets, negatives)
+            main = self.similarity.sampled_softmax(
+                qp, pos[:, 0], self.item_parts(neg_ids), idx, valid
+            )
         aux = self.similarity.aux_losses(user_ids=row_users, gates=gates)
         loss = main + sum(aux.values()) if aux else main
         logs = {"loss": loss.detach(), "sampled_softmax": main.detach()}

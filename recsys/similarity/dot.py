@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recsys.losses import sampled_softmax_loss
+from recsys.losses import full_softmax_loss, sampled_softmax_loss
 from recsys.similarity.parts import ItemParts, QueryParts
 
 NORM_EPS = 1e-6
@@ -90,6 +90,12 @@ class DotSimilarity(nn.Module):
         """
         neg = self.score_all(qp, ip_neg) if idx is None else self.score_gathered(qp, ip_neg, idx)
         return sampled_softmax_loss(pos, neg, neg_valid)
+
+    def full_softmax(self, qp: QueryParts, ip: ItemParts, targets: Tensor) -> Tensor:
+        """Mean softmax cross-entropy of n query rows over all X items of `ip`; targets (n,)
+        long rows of `ip`. `sampled_softmax` with every item a negative and the positive
+        masked among them, computed chunk by chunk (`recsys.losses.full_softmax_loss`)."""
+        return full_softmax_loss(qp.f[:, 0], ip.g[:, 0], targets, 1.0 / self.tau)
 
     def aux_losses(
         self, user_ids: Tensor | None = None, gates: Tensor | None = None

@@ -36,6 +36,7 @@ from recsys.models.seqrec import ENCODER_TYPES, SIMILARITY_TYPES, ModelConfig, N
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,15 @@ class DataConfig:
     distinct targets on long histories, at the cost of training on older behaviour) or `all`
     (the whole sequence in consecutive windows: every target once per epoch, as RecBole's
     epochs do; more steps per epoch). See recsys.training.data.
+    train_stride: with `all`, windows end every `train_stride` events and each supervises
+    only its last `train_stride` targets, so every target but a user's earliest has at least
+    max_len - train_stride events of context (null = max_len - 1: windows overlap by one).
     synthetic: `pipelines.synth.SynthConfig` fields; when given and `path` does not exist,
     the synthetic dataset is generated there first (the demo needs no download)."""
 
     path: str | None = None
     train_window: Literal["last", "random", "all"] = "last"
+    train_stride: int | None = None
     synthetic: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -60,6 +65,14 @@ class DataConfig:
                 "DataConfig.train_window must be 'last', 'random' or 'all', "
                 f"got {self.train_window!r}"
             )
+        if self.train_stride is not None:
+            if self.train_stride < 1:
+                raise ValueError(f"DataConfig.train_stride must be >= 1, got {self.train_stride}")
+            if self.train_window != "all":
+                raise ValueError(
+                    "DataConfig.train_stride applies to train_window 'all' only, "
+                    f"got train_window {self.train_window!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,8 @@ class TrainingConfig:
     devices: an int >= 1 or "auto"; strategy: Lightning strategy name (ddp for multi-GPU).
     limit_train_batches: cap on training batches per epoch (smoke runs; None = all).
     eval_bf16: score validation/test in bf16 (faster; see recsys.evaluation on ties).
+    lr_schedule: `constant` (SPEC), or `linear` / `cosine` decay to 0 over all the run's
+    optimiser steps (`epochs` x steps per epoch); warmup_steps: linear warm-up from 0 first.
     """
 
     epochs: int = 100
@@ -110,6 +125,8 @@ class TrainingConfig:
     limit_train_batches: int | None = None
     log_every_n_steps: int = 20
     gradient_clip_val: float | None = None
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "val_every_n_epochs"):
@@ -129,6 +146,9 @@ class TrainingConfig:
             raise ValueError(
                 f"TrainingConfig.log_every_n_steps must be >= 1, got {self.log_every_n_steps}"
             )
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainingConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("accelerator", self.accelerator, ACCELERATORS)
         _one_of("strategy", self.strategy, STRATEGIES)
@@ -306,6 +326,12 @@ def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
             synth_config(data)  # validate the generator's fields now, before any work
         training = build_dataclass(TrainingConfig, raw.get("training"), "training")
         model = _check_model(raw["model"])
+        max_len = int(model["encoder"]["max_len"])
+        if data.train_stride is not None and data.train_stride > max_len - 1:
+            raise UserError(
+                f"data.train_stride: must be <= model.encoder.max_len - 1 = {max_len - 1}, "
+                f"got {data.train_stride}"
+            )
     except UserError as e:
         raise UserError(f"{source}: {e}") from e
     return RunConfig(name=name, data=data, model=model, training=training)

@@ -12,6 +12,11 @@ each position by the next event of the window. Which windows (`train_window`):
 - `all`: the whole training sequence, cut from its end into windows of `max_len` events
   that overlap by one event, so that every training target is supervised exactly once per
   epoch (the same targets as a RecBole epoch); a window's first events see no older context.
+  With `train_stride` s < max_len - 1, windows end every s events and each supervises only
+  its last s targets (`SeqBatch.first_target`): still every target once, and each has at
+  least max_len - s events of context unless it is near its user's start (a RecBole prefix
+  sees up to max_len; so does every query at evaluation). About (max_len - 1) / s times the
+  windows on long histories.
 
 Validation / test queries are `recsys.evaluation.EvalSet` (full ranking, seen items masked).
 
@@ -43,14 +48,21 @@ TRAIN_WINDOWS = ("last", "random", "all")
 
 
 def tile_windows(
-    users: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int
+    users: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    width: int,
+    stride: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cut each range [start, end) (length >= 2) from its end into windows of `width`
-    events overlapping by one, so that the windows' targets (every event but a window's
-    first) cover the range's events after its first exactly once. -> (users, starts, ends)
-    per window, users in order, the windows of a user from the most recent back; a window's
-    start is left at its user's start (the batch keeps the last `width` events)."""
-    step = width - 1
+    events whose ends are `stride` (default width - 1) events apart, so that the windows'
+    last `stride` targets (a window's target: any event but its first) cover the range's
+    events after its first exactly once. -> (users, starts, ends) per window, users in
+    order, the windows of a user from the most recent back; a window's start is left at its
+    user's start (the batch keeps the last `width` events)."""
+    step = width - 1 if stride is None else stride
+    if not 1 <= step <= width - 1:
+        raise ValueError(f"stride must be in [1, {width - 1}], got {step}")
     # Windows per range: ends e, e - step, ... while end - start >= 2.
     counts = (ends - starts - 2) // step + 1
     row = np.repeat(np.arange(len(users)), counts)
@@ -70,7 +82,10 @@ class TrainSet(Dataset):
         window: str = "last",
         seed: int = 0,
         splits: Split | None = None,
+        stride: int | None = None,
     ) -> None:
+        if stride is not None and window != "all":
+            raise ValueError(f"stride applies to window 'all' only, got window {window!r}")
         if window not in TRAIN_WINDOWS:
             raise ValueError(f"window must be one of {list(TRAIN_WINDOWS)}, got {window!r}")
         if max_len < 2:
@@ -80,13 +95,14 @@ class TrainSet(Dataset):
         self.width = max_len
         self.window = window
         self.seed = seed
+        self.stride = stride
         # One row per user, or (window `all`) one per window; a row = (user, start, end).
         self.users = np.flatnonzero(splits.train_lengths >= 2).astype(np.int64)
         self.starts = splits.train_starts[self.users]
         self.ends = splits.train_ends[self.users]
         if window == "all":
             self.users, self.starts, self.ends = tile_windows(
-                self.users, self.starts, self.ends, max_len
+                self.users, self.starts, self.ends, max_len, stride
             )
 
     def __len__(self) -> int:
@@ -118,10 +134,15 @@ class TrainSet(Dataset):
         times = None
         if d.timestamps is not None:
             times = torch.from_numpy(batch_windows(d.timestamps, starts, ends, self.width))
+        first_target = None
+        if self.stride is not None:  # a window supervises only its last `stride` targets
+            lengths = np.minimum(ends - starts, self.width)
+            first_target = torch.from_numpy(np.maximum(lengths - self.stride, 1))
         return SeqBatch(
             item_ids=torch.from_numpy(batch_windows(d.item_ids, starts, ends, self.width)),
             timestamps=times,
             user_ids=torch.from_numpy(self.users[idx]),
+            first_target=first_target,
         )
 
 
@@ -187,8 +208,10 @@ class SeqDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         data: SequenceDataset | None = None,
+        train_stride: int | None = None,
     ) -> None:
         super().__init__()
+        self.train_stride = train_stride
         self.data_dir = Path(data_dir)
         self.max_len = max_len
         self.batch_size = batch_size
@@ -231,7 +254,9 @@ class SeqDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        trainset = TrainSet(self.data, self.max_len, self.train_window, self.seed)
+        trainset = TrainSet(
+            self.data, self.max_len, self.train_window, self.seed, stride=self.train_stride
+        )
         rank, world = self._rank_world()
         sampler = EpochSampler(len(trainset), self.seed, True, rank, world, tag_epoch=True)
         return self._loader(trainset, sampler, self.batch_size, trainset.collate)

@@ -7,7 +7,8 @@ of the epoch, gathers the ranks of every device and logs `valid/<metric>` (or `t
 with the key names of `recsys.metrics.METRIC_KEYS`.
 
 Optimiser (SPEC section 1): AdamW, lr 1e-3, betas (0.9, 0.98), weight decay 1e-3 on every
-parameter, no warm-up, no schedule (the values come from TrainingConfig).
+parameter, no warm-up, no schedule (the values come from TrainingConfig). Optionally a
+per-step warm-up and a linear or cosine decay to 0 over the run (`lr_factor`).
 
 Randomness: at the start of every training epoch the torch/numpy generators are reseeded
 from (seed, epoch, rank), so dropout and negative sampling of epoch e are the same whether
@@ -16,6 +17,7 @@ the run was interrupted before e or not: a resumed run replays an uninterrupted 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -32,6 +34,20 @@ from recsys.training.config import TrainingConfig, build_dataclass
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """A 64-bit seed that is a pure function of (seed, epoch, rank)."""
     return int(np.random.SeedSequence((seed, epoch, rank)).generate_state(1, np.uint64)[0])
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the base lr at optimiser step `step` (0-based) of `total`: linear
+    warm-up over the first `warmup` steps, then `schedule` (constant, or a linear or cosine
+    decay that reaches 0 at step `total`)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class SeqRecModule(L.LightningModule):
@@ -55,7 +71,11 @@ class SeqRecModule(L.LightningModule):
 
     def training_step(self, batch: SeqBatch, batch_idx: int) -> Tensor:
         loss, logs = self.model.training_loss(
-            batch.item_ids, batch.timestamps, batch.user_ids, self.training_config.negatives
+            batch.item_ids,
+            batch.timestamps,
+            batch.user_ids,
+            self.training_config.negatives,
+            batch.first_target,
         )
         size = batch.item_ids.shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
@@ -64,11 +84,25 @@ class SeqRecModule(L.LightningModule):
                 self.log(f"train/{name}", value.float(), batch_size=size)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         t = self.training_config
-        return torch.optim.AdamW(
+        optimizer = torch.optim.AdamW(
             self.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay
         )
+        if t.lr_schedule == "constant" and t.warmup_steps == 0:
+            return optimizer
+        # Over the configured epochs, also when this fit stops earlier (max_epochs override):
+        # a run cut short and resumed follows the same schedule as an uninterrupted one.
+        fit_epochs = max(1, self.trainer.max_epochs or t.epochs)  # run.py always sets it
+        per_epoch = self.trainer.estimated_stepping_batches / fit_epochs
+        total = round(per_epoch * t.epochs)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, total, t.warmup_steps, t.lr_schedule)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # -- validation / test: one shared step -------------------------------------------
 

@@ -201,6 +201,7 @@ def train(
         batch_size=t.batch_size,
         eval_batch_size=t.eval_batch_size,
         train_window=config.data.train_window,
+        train_stride=config.data.train_stride,
         seed=t.seed,
         num_workers=t.num_workers,
         data=data,

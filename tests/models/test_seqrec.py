@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recsys.losses import sampled_softmax_rows
 from recsys.models.hstu import HSTUConfig
@@ -158,6 +159,29 @@ def test_training_loss_matches_per_position_reference(similarity, kind):
         ref = reference_loss(m, ids, ts, users, neg)
     torch.testing.assert_close(loss, ref)
     assert set(logs) == {"loss", "sampled_softmax", "num_positions"}  # no aux losses in eval
+
+
+@pytest.mark.parametrize("similarity", [DotConfig(), MOL_CFG])
+@pytest.mark.parametrize("first_target", [None, [3, 1, 2]])
+def test_full_negatives_are_cross_entropy_over_the_catalog(similarity, first_target):
+    """kind "full": per position, F.cross_entropy of the scores against every item 1..N
+    (with first_target: only the targets at positions >= first_target[b])."""
+    m = model(HSTU_CFG, similarity).double().eval()
+    ids, ts, users = batch()
+    first = None if first_target is None else torch.tensor(first_target)
+    with torch.no_grad():
+        loss, logs = m.training_loss(ids, ts, users, NegativesConfig("full", 3), first)
+        out = m.encode(ids, ts)
+        losses = []
+        for b in range(ids.shape[0]):
+            for t in range(ids.shape[1] - 1):
+                if ids[b, t + 1] != 0 and (first is None or t + 1 >= first[b]):
+                    scores, _ = m.similarity(
+                        out[b, t].unsqueeze(0), m.item_emb.weight[1:], users[b : b + 1]
+                    )
+                    losses.append(F.cross_entropy(scores, ids[b, t + 1 : t + 2] - 1))
+    torch.testing.assert_close(loss, torch.stack(losses).mean())
+    assert logs["num_positions"].item() == len(losses)
 
 
 def test_in_batch_negatives_and_empty_batch():

@@ -59,11 +59,15 @@ def test_valid_config_builds() -> None:
         ("training.negatives.kind", "hard", r"training\.negatives\.kind: must be one of"),
         ("training.negatives.num", 0, r"NegativesConfig\.num must be an integer >= 1"),
         ("training.precision", "fp8", r"TrainingConfig\.precision must be one of"),
+        ("training.lr_schedule", "step", r"TrainingConfig\.lr_schedule must be one of"),
+        ("training.warmup_steps", -1, r"TrainingConfig\.warmup_steps must be >= 0"),
         ("training.early_stopping.metric", "auc", r"EarlyStoppingConfig\.metric must be one of"),
         ("training.batch_size", 2.5, r"training\.batch_size: expected an integer"),
         ("training.betas", [0.9], r"training\.betas: expected 2 values"),
         ("training.devices", "many", r"TrainingConfig\.devices must be an int >= 1 or 'auto'"),
         ("data.train_window", "middle", r"data\.train_window: must be one of"),
+        ("data.train_stride", 0, r"DataConfig\.train_stride must be >= 1"),
+        ("data.train_stride", 5, r"applies to train_window 'all' only"),
         ("data.synthetic", {"num_users": 0}, r"data\.synthetic: num_users must be >= 1"),
         ("data.synthetic", {"users": 5}, r"data\.synthetic: unknown key 'users'"),
         ("extra", 1, r"unknown top-level key"),
@@ -97,3 +101,12 @@ def test_train_rejects_unbuildable_config_before_reading_data(tmp_path: Path) ->
 def test_precision_resolution() -> None:
     assert resolve_precision("32-true", "cpu") == "32-true"
     assert resolve_precision("auto", "cpu") in ("bf16-mixed", "32-true")
+
+
+def test_train_stride_must_fit_the_encoder_window() -> None:
+    raw = with_change("data.train_window", "all")
+    raw["data"]["train_stride"] = 20  # max_len 20: at most 19
+    with pytest.raises(UserError, match=r"data\.train_stride: must be <= .* = 19, got 20"):
+        config_from_dict(raw, "cfg.yaml")
+    raw["data"]["train_stride"] = 19
+    assert config_from_dict(raw, "cfg.yaml").data.train_stride == 19

@@ -79,6 +79,42 @@ def test_all_windows_supervise_every_target_once(tmp_path: Path, max_len: int) -
         assert sorted(targets) == sorted(train[1:])
 
 
+@pytest.mark.parametrize(("max_len", "stride"), [(2, 1), (4, 1), (5, 2), (5, 3), (6, 5)])
+def test_strided_windows_supervise_every_target_once_with_context(
+    tmp_path: Path, max_len: int, stride: int
+) -> None:
+    data = load_dataset(make_dataset(tmp_path / "d", num_users=25, length=(2, 17)))
+    ts = TrainSet(data, max_len, "all", stride=stride)
+    batch = ts.collate(list(range(len(ts))))
+    assert batch.first_target is not None
+    rows = _rows(batch.item_ids.numpy())
+    got = list(zip(batch.user_ids.tolist(), rows, batch.first_target.tolist(), strict=True))
+    expected = []  # slow reference: window ends `stride` apart, walking back from the end
+    for u in range(data.num_users):
+        seq = data.sequence(u)
+        train = (seq[:-2] if len(seq) >= 3 else seq).tolist()
+        end, supervised = len(train), []
+        while end >= 2:
+            start = max(0, end - max_len)
+            first = max(1, end - start - stride)
+            expected.append((u, train[start:end], first))
+            supervised += [start + t for t in range(first, end - start)]
+            # context: a target sees max_len - stride earlier events, or all there are
+            assert all(t >= min(start + t, max_len - stride) for t in range(first, end - start))
+            end -= stride
+        assert sorted(supervised) == list(range(1, len(train)))  # every target exactly once
+    assert got == expected
+
+
+def test_stride_needs_all_windows_and_fits_the_window(tmp_path: Path) -> None:
+    data = load_dataset(make_dataset(tmp_path / "d", num_users=5))
+    with pytest.raises(ValueError, match="window 'all' only"):
+        TrainSet(data, 5, "last", stride=2)
+    with pytest.raises(ValueError, match=r"stride must be in \[1, 4\]"):
+        TrainSet(data, 5, "all", stride=5)
+    assert TrainSet(data, 5, "all").collate([0]).first_target is None
+
+
 def test_epoch_sampler_shards_and_replays() -> None:
     n, world = 10, 3
     shards = []

@@ -101,11 +101,16 @@ def _last_ckpt(run: Path) -> dict[str, Any]:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-def test_resume_continues_from_the_same_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "schedule", [{}, {"lr_schedule": "linear", "warmup_steps": 3, "negatives": {"kind": "full"}}]
+)
+def test_resume_continues_from_the_same_step(tmp_path: Path, schedule: dict[str, Any]) -> None:
     data_dir = make_dataset(tmp_path / "data", num_users=64, num_items=30)
     # coverage@10 reaches 1.0 at once on 30 items and never improves again: last.ckpt must
     # still advance every epoch (not only when a new best is saved).
-    config = tiny_config("sasrec", "dot", epochs=3, early_stopping={"metric": "coverage@10"})
+    config = tiny_config(
+        "sasrec", "dot", epochs=3, early_stopping={"metric": "coverage@10"}, **schedule
+    )
     straight = tmp_path / "straight"
     train(config, data_dir, straight, progress_bar=False)
 
@@ -119,6 +124,9 @@ def test_resume_continues_from_the_same_step(tmp_path: Path) -> None:
     after, reference = _last_ckpt(resumed), _last_ckpt(straight)
     assert after["global_step"] == reference["global_step"] == 3 * steps_per_epoch
     assert after["epoch"] == reference["epoch"] == 2
+    if schedule:  # the lr schedule resumed at the same step and decayed to 0
+        assert after["lr_schedulers"][0]["last_epoch"] == 3 * steps_per_epoch
+        assert after["optimizer_states"][0]["param_groups"][0]["lr"] == 0.0
     # Per-epoch seeding: the resumed run replays the uninterrupted one exactly.
     for name, value in reference["state_dict"].items():
         torch.testing.assert_close(after["state_dict"][name], value, rtol=1e-5, atol=1e-6)
@@ -154,13 +162,28 @@ def test_bad_dataset_dirs_fail_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()  # nothing was started
 
 
-def test_all_windows_fit_one_step_per_batch_of_windows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stride", [None, 5])
+def test_all_windows_fit_one_step_per_batch_of_windows(tmp_path: Path, stride: int | None) -> None:
     from recsys.training.data import TrainSet
 
     data_dir = make_dataset(tmp_path / "data", num_users=40, num_items=30, length=(8, 40))
-    config = config_from_dict({**tiny_config(epochs=1).to_dict(), "data": {"train_window": "all"}})
-    windows = len(TrainSet(load_dataset(data_dir), config.max_len, "all"))
+    data = {"train_window": "all", "train_stride": stride}
+    config = config_from_dict({**tiny_config(epochs=1).to_dict(), "data": data})
+    windows = len(TrainSet(load_dataset(data_dir), config.max_len, "all", stride=stride))
     assert windows > 40  # long users give several windows
     run = tmp_path / "run"
     train(config, data_dir, run, progress_bar=False)
     assert _last_ckpt(run)["global_step"] == -(-windows // 16)  # batches of 16 windows
+
+
+def test_lr_factor_warms_up_then_decays_to_zero() -> None:
+    from recsys.training.module import lr_factor
+
+    assert [lr_factor(s, 10, 0, "constant") for s in (0, 9, 20)] == [1.0, 1.0, 1.0]
+    assert [lr_factor(s, 10, 2, "linear") for s in range(11)] == pytest.approx(
+        [0.5, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0.0]
+    )
+    assert [lr_factor(s, 6, 0, "cosine") for s in (0, 3, 6, 9)] == pytest.approx(
+        [1.0, 0.5, 0.0, 0.0]
+    )
+    assert lr_factor(1, 10, 4, "cosine") == 0.5  # still warming up
