@@ -15,13 +15,19 @@ validation excluded) and the process CPU seconds over it (on a shared machine th
 includes waiting for the cores; CPU seconds / threads estimates the unshared wall time),
 validation time, peak RSS, the validation curve and the test metrics of the selected
 checkpoint. Quality after one epoch is reported beside RecBole's, but note the step count:
-an epoch here is 48 optimizer steps of 128 windows (~13k targets each; 68 steps with
-`--train-window all`), RecBole's is 7,673 steps of 128 prefixes, and Adam moves the
-weights by about lr per step, so one of our epochs learns far less; `--epochs N` records
-how many epochs reach RecBole's figure.
+an epoch of the default config is 48 optimizer steps of 128 windows (~13k targets each; 68
+steps with `--train-window all`), RecBole's is 7,673 steps of 128 prefixes, and Adam moves
+the weights by about lr per step, so one such epoch learns far less (HR@10 ~.04 whatever
+the loss); `--epochs N` records how many epochs reach RecBole's figure.
+`configs/ml-1m-sasrec-dot-one-epoch.yaml` is set up for one epoch: every target once
+(window `all`, stride 50: each target with >= 150 events of context), RecBole's loss (full
+softmax), batches of 8 windows (2,819 steps), a warm-up + linear-decay schedule.
+Training options not given on the command line come from `--config`.
 
     recsys bench sasrec_epoch            # {shared:128, config (per_position:128)} x {fp32, bf16}
     recsys bench sasrec_epoch --epochs 10 --precision bf16-mixed --negatives shared:128
+    recsys bench sasrec_epoch --config configs/ml-1m-sasrec-dot-one-epoch.yaml \
+        --negatives config --out benchmarks/results/sasrec-epoch-ml-1m-cpu-one-epoch.json
 
 Writes benchmarks/results/sasrec-epoch-ml-1m-cpu.json (or -cuda). Skips when the data is
 absent.
@@ -84,13 +90,16 @@ def _child(args: argparse.Namespace) -> int:
             "precision": args.precision,
             "lr": args.lr,
             "batch_size": args.batch_size,
+            "lr_schedule": args.lr_schedule,
+            "warmup_steps": args.warmup_steps,
             "early_stopping": {"metric": "ndcg@10", "patience": 100},
         }
     )
     if args.negatives != "config":
-        kind, num = args.negatives.split(":")
-        base["training"]["negatives"] = {"kind": kind, "num": int(num)}
+        kind, _, num = args.negatives.partition(":")  # "full" needs no NUM
+        base["training"]["negatives"] = {"kind": kind, "num": int(num or 128)}
     base["data"]["train_window"] = args.train_window
+    base["data"]["train_stride"] = args.train_stride
     config = config_from_dict(base, str(args.config))
 
     class Timer(L.Callback):
@@ -132,7 +141,7 @@ def _child(args: argparse.Namespace) -> int:
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = {
         "precision": args.precision,
-        "negatives": config.training.negatives.kind + ":" + str(config.training.negatives.num),
+        "negatives": _negatives_label(config.training.negatives),
         "epochs": args.epochs,
         "epoch_wall_s": [round(t, 2) for t in timer.epochs],
         # CPU seconds (user + sys) of this process over the epoch: on a shared machine the
@@ -149,6 +158,34 @@ def _child(args: argparse.Namespace) -> int:
     }
     Path(args.child).write_text(json.dumps(result))
     return 0
+
+
+def _config_defaults(args: argparse.Namespace) -> None:
+    """Fill the training options not given on the command line from the config file."""
+    from recsys.training.config import load_config
+
+    config = load_config(args.config)
+    t = config.training
+    for name, value in (
+        ("lr", t.lr),
+        ("batch_size", t.batch_size),
+        ("lr_schedule", t.lr_schedule),
+        ("warmup_steps", t.warmup_steps),
+        ("train_window", config.data.train_window),
+        ("train_stride", config.data.train_stride),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _negatives_label(negatives: Any) -> str:
+    return "full" if negatives.kind == "full" else f"{negatives.kind}:{negatives.num}"
 
 
 def _run_child(
@@ -177,6 +214,11 @@ def _run_child(
         str(args.config),
         "--train-window",
         args.train_window,
+        *([] if args.train_stride is None else ["--train-stride", str(args.train_stride)]),
+        "--lr-schedule",
+        args.lr_schedule,
+        "--warmup-steps",
+        str(args.warmup_steps),
     ]
     cmd += ["--negatives", negatives]
     subprocess.run(cmd, check=True)
@@ -185,18 +227,25 @@ def _run_child(
     return result
 
 
-def epoch_sizes(data: Path, max_len: int) -> dict[str, dict[str, int]]:
-    """Training windows and supervised targets of one epoch, per `train_window` (`random`
-    supervises as many targets as `last`)."""
+def epoch_sizes(data: Path, max_len: int, stride: int | None = None) -> dict[str, dict[str, int]]:
+    """Training windows, supervised targets and encoded events of one epoch, per
+    `train_window` (`random` is the size of `last`); `all` with `stride` when given."""
     from recsys.dataset import load_dataset
     from recsys.training.data import TrainSet
 
     dataset = load_dataset(data)
     sizes = {}
-    for window in ("last", "all"):
-        ts = TrainSet(dataset, max_len, window)
+    kinds = [("last", None), ("all", None)] + ([("all", stride)] if stride else [])
+    for window, step in kinds:
+        ts = TrainSet(dataset, max_len, window, stride=step)
         lengths = np.minimum(ts.ends - ts.starts, max_len)
-        sizes[window] = {"windows": len(ts), "targets": int((lengths - 1).sum())}
+        targets = lengths - 1 if step is None else np.minimum(lengths - 1, step)
+        name = window if step is None else f"all-stride-{step}"
+        sizes[name] = {
+            "windows": len(ts),
+            "targets": int(targets.sum()),
+            "events": int(lengths.sum()),
+        }
     return sizes
 
 
@@ -210,19 +259,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precision", nargs="+", default=["32-true", "bf16-mixed"], help="one run per value"
     )
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=128, help="windows per step")
+    parser.add_argument("--lr", type=float, help="default: the config's")
+    parser.add_argument("--batch-size", type=int, help="windows per step (default: the config's)")
+    parser.add_argument(
+        "--lr-schedule", choices=["constant", "linear", "cosine"], help="default: the config's"
+    )
+    parser.add_argument("--warmup-steps", type=int, help="default: the config's")
     parser.add_argument(
         "--train-window",
         choices=["last", "random", "all"],
-        default="last",
-        help="data.train_window (`all`: every training target once per epoch)",
+        help="data.train_window (`all`: every training target once per epoch; default: the "
+        "config's)",
+    )
+    parser.add_argument(
+        "--train-stride", type=int, help="data.train_stride (with `all`; default: the config's)"
     )
     parser.add_argument(
         "--negatives",
         nargs="+",
         default=["shared:128", "config"],
-        help="KIND:NUM values (e.g. shared:128) or 'config'; one run per (negatives, precision)",
+        help="KIND:NUM values (e.g. shared:128), 'full' (softmax over the whole catalog, "
+        "RecBole's loss) or 'config'; one run per (negatives, precision)",
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs/ml-1m-sasrec-dot.yaml")
@@ -231,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/...)")
     args = parser.parse_args(argv)
+    _config_defaults(args)
     if args.child:
         args.precision, args.negatives = args.precision[0], args.negatives[0]
         return _child(args)
@@ -264,14 +322,17 @@ def main(argv: list[str] | None = None) -> int:
             }
     result = {
         "benchmark": "sasrec-dot epoch, ML-1M (2 blocks, 1 head, d 50, length 200)",
-        "config": str(args.config.relative_to(REPO_ROOT)),
+        "config": _shown(args.config),
         "lr": args.lr,
         "batch_size": args.batch_size,
+        "lr_schedule": args.lr_schedule,
+        "warmup_steps": args.warmup_steps,
         "train_window": args.train_window,
+        "train_stride": args.train_stride,
         "device": device,
         "target_epoch_s": TARGET_EPOCH_S,
         "recbole_baseline": RECBOLE,
-        "epoch_size": epoch_sizes(data, load_config(args.config).max_len),
+        "epoch_size": epoch_sizes(data, load_config(args.config).max_len, args.train_stride),
         "runs": runs,
         "load_average_before": load_before,
         "load_average_after": _load_average(),
