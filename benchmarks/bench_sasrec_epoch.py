@@ -21,7 +21,7 @@ the weights by about lr per step, so one such epoch learns far less (HR@10 ~.04 
 the loss); `--epochs N` records how many epochs reach RecBole's figure.
 `configs/ml-1m-sasrec-dot-one-epoch.yaml` is set up for one epoch: every target once
 (window `all`, stride 50: each target with >= 150 events of context), RecBole's loss (full
-softmax), batches of 8 windows (2,819 steps), a warm-up + linear-decay schedule.
+softmax), batches of 16 windows (1,410 steps), a warm-up + linear-decay schedule.
 Training options not given on the command line come from `--config`.
 
     recsys bench sasrec_epoch            # {shared:128, config (per_position:128)} x {fp32, bf16}
