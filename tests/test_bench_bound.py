@@ -10,7 +10,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from bench_bound import box_test, cluster_range, ibp_cross_gate, kmeans, silu_range
+from bench_bound import (
+    ball_ibp_cross_gate,
+    box_test,
+    cluster_mean,
+    cluster_range,
+    ibp_cross_gate,
+    kmeans,
+    silu_range,
+)
 
 
 def test_silu_range_matches_a_dense_grid():
@@ -60,6 +68,32 @@ def test_ibp_cross_gate_contains_every_sampled_output():
     samples = s_lo[:, None] + (s_hi - s_lo)[:, None] * torch.rand(3, 2000, 6)
     out = cross_gate(samples, w1, b1, w2, b2)
     assert bool((out >= lo[:, None] - 1e-5).all()) and bool((out <= hi[:, None] + 1e-5).all())
+
+
+def test_cluster_mean_equals_a_loop():
+    torch.manual_seed(0)
+    values = torch.randn(2, 30, 4)
+    assign = torch.randint(0, 5, (30,))
+    assign[:5] = torch.arange(5)
+    mean = cluster_mean(values, assign, 5)
+    for c in range(5):
+        torch.testing.assert_close(mean[:, c], values[:, assign == c].mean(1))
+
+
+def test_ball_ibp_cross_gate_contains_the_exact_output():
+    from recsys.similarity.mol import cross_gate
+
+    torch.manual_seed(0)
+    w1, b1 = torch.randn(16, 6), torch.randn(16)
+    w2, b2 = torch.randn(6, 16), torch.randn(6)
+    s = torch.randn(3, 40, 6)
+    s_mean = s.mean(1, keepdim=True).expand_as(s)
+    lo, hi = ball_ibp_cross_gate(s, s_mean, w1, b1, w2, b2)
+    out = cross_gate(s, w1, b1, w2, b2)
+    assert bool((out >= lo - 1e-5).all()) and bool((out <= hi + 1e-5).all())
+    lo0, hi0 = ball_ibp_cross_gate(s_mean, s_mean, w1, b1, w2, b2)  # zero radius: exact
+    torch.testing.assert_close(lo0, cross_gate(s_mean, w1, b1, w2, b2))
+    torch.testing.assert_close(hi0, lo0)
 
 
 def test_box_test_matches_brute_force_over_the_box_corners():
