@@ -58,7 +58,8 @@ def full_softmax_loss(
     return _FullSoftmax.apply(chunk_rows, scale, targets, q, items)
 
 
-def _compute_dtype(t: Tensor) -> torch.dtype:
+def compute_dtype(t: Tensor) -> torch.dtype:
+    """The autocast dtype when autocast is on for t's device, else t's own dtype."""
     kind = t.device.type
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else t.dtype
 
@@ -69,7 +70,7 @@ class _FullSoftmax(torch.autograd.Function):
         ctx, chunk_rows: int, scale: float, targets: Tensor, q: Tensor, items: Tensor
     ) -> Tensor:
         n = q.shape[0]
-        cd = _compute_dtype(q)
+        cd = compute_dtype(q)
         acc = torch.promote_types(q.dtype, torch.float32)  # softmax / gradient accumulation
         need_q, need_items = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         with torch.autocast(q.device.type, enabled=False):

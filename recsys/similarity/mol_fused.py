@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recsys.losses import compute_dtype
 from recsys.similarity.dropout import random_keep
 
 RENORM_EPS = 1e-6
@@ -192,14 +193,6 @@ def negatives_chunk(
     )
 
 
-def _compute_dtype(t: Tensor) -> torch.dtype:
-    """The autocast dtype when autocast is on for t's device, else t's own dtype."""
-    kind = t.device.type
-    if torch.is_autocast_enabled(kind):
-        return torch.get_autocast_dtype(kind)
-    return t.dtype
-
-
 class _FusedSampledSoftmax(torch.autograd.Function):
     """Mean sampled-softmax loss over MoL negatives; gradients computed chunk by chunk."""
 
@@ -224,7 +217,7 @@ class _FusedSampledSoftmax(torch.autograd.Function):
     ) -> Tensor:
         inputs = (pos, f, a_q, g, a_x, w1, b1, w2, b2)
         need = any(ctx.needs_input_grad[6:])
-        cd = _compute_dtype(f)
+        cd = compute_dtype(f)
         with torch.autocast(f.device.type, enabled=False):
             total, grads = _run_chunks(
                 chunk_rows, tau, dropout, training, idx, valid, *inputs, cd=cd, need=need
@@ -334,13 +327,13 @@ def fused_sampled_softmax(
     if chunk_pairs is None:
         # ~4 MB of (pairs, hidden) activations per chunk: measured best on a 2-core CPU
         # (16K pairs in bf16, 8K in fp32); larger chunks fall out of cache.
-        itemsize = torch.empty((), dtype=_compute_dtype(f)).element_size()
+        itemsize = torch.empty((), dtype=compute_dtype(f)).element_size()
         chunk_pairs = CHUNK_BYTES // (gate.w1.shape[0] * itemsize)
     chunk_rows = max(1, chunk_pairs // max(r, 1))
     tensors = (pos, f, a_q, g, a_x, gate.w1, gate.b1, gate.w2, gate.b2)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _FusedSampledSoftmax.apply(chunk_rows, tau, dropout, training, idx, valid, *tensors)
-    cd = _compute_dtype(f)
+    cd = compute_dtype(f)
     total, _ = _run_chunks(
         chunk_rows, tau, dropout, training, idx, valid, *tensors, cd=cd, need=False
     )
