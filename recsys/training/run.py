@@ -28,7 +28,12 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from recsys.dataset import SequenceDataset, load_dataset
@@ -117,13 +122,15 @@ def _trainer(
         enable_version_counter=False,
     )
     stopping = EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping.patience)
+    scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
+    lr_log = [LearningRateMonitor(logging_interval="step")] if scheduled else []  # "lr-AdamW"
     return L.Trainer(
         max_epochs=max_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
-        callbacks=[best, stopping, last, *extra_callbacks],
+        callbacks=[best, stopping, last, *lr_log, *extra_callbacks],
         logger=[
             CSVLogger(run_dir, name="logs"),
             TensorBoardLogger(run_dir, name="tensorboard", default_hp_metric=False),

@@ -124,9 +124,11 @@ def test_resume_continues_from_the_same_step(tmp_path: Path, schedule: dict[str,
     after, reference = _last_ckpt(resumed), _last_ckpt(straight)
     assert after["global_step"] == reference["global_step"] == 3 * steps_per_epoch
     assert after["epoch"] == reference["epoch"] == 2
-    if schedule:  # the lr schedule resumed at the same step and decayed to 0
+    if schedule:  # the lr schedule resumed at the same step and decayed to 0, logged
         assert after["lr_schedulers"][0]["last_epoch"] == 3 * steps_per_epoch
         assert after["optimizer_states"][0]["param_groups"][0]["lr"] == 0.0
+        csv = next((straight / "logs").glob("version_*/metrics.csv")).read_text()
+        assert "lr-AdamW" in csv.splitlines()[0]
     # Per-epoch seeding: the resumed run replays the uninterrupted one exactly.
     for name, value in reference["state_dict"].items():
         torch.testing.assert_close(after["state_dict"][name], value, rtol=1e-5, atol=1e-6)
