@@ -92,6 +92,7 @@ def _child(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
             "lr_schedule": args.lr_schedule,
             "warmup_steps": args.warmup_steps,
+            "seed": args.seed,
             "early_stopping": {"metric": "ndcg@10", "patience": 100},
         }
     )
@@ -171,6 +172,7 @@ def _config_defaults(args: argparse.Namespace) -> None:
         ("batch_size", t.batch_size),
         ("lr_schedule", t.lr_schedule),
         ("warmup_steps", t.warmup_steps),
+        ("seed", t.seed),
         ("train_window", config.data.train_window),
         ("train_stride", config.data.train_stride),
     ):
@@ -219,6 +221,8 @@ def _run_child(
         args.lr_schedule,
         "--warmup-steps",
         str(args.warmup_steps),
+        "--seed",
+        str(args.seed),
     ]
     cmd += ["--negatives", negatives]
     subprocess.run(cmd, check=True)
@@ -265,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "--lr-schedule", choices=["constant", "linear", "cosine"], help="default: the config's"
     )
     parser.add_argument("--warmup-steps", type=int, help="default: the config's")
+    parser.add_argument("--seed", type=int, help="training seed (default: the config's)")
     parser.add_argument(
         "--train-window",
         choices=["last", "random", "all"],
@@ -327,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "lr_schedule": args.lr_schedule,
         "warmup_steps": args.warmup_steps,
+        "seed": args.seed,
         "train_window": args.train_window,
         "train_stride": args.train_stride,
         "device": device,
