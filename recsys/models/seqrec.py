@@ -216,7 +216,7 @@ class SeqRecModel(nn.Module):
         self, targets: Tensor, negatives: NegativesConfig
     ) -> tuple[Tensor, Tensor | None, Tensor]:
         """targets (n,) -> (negative item ids (R,) or distinct ids (U,), idx (n, R) | None,
-        valid (n, R) bool)."""
+        valid (n, R) bool). Sampled kinds only ("full" uses the catalog as it is)."""
         n, r, device = targets.shape[0], negatives.num, targets.device
         if negatives.kind == "per_position":
             ids = torch.randint(1, self.num_items + 1, (n, r), device=device)
@@ -224,8 +224,6 @@ class SeqRecModel(nn.Module):
             return distinct, idx.view(n, r), ids != targets.unsqueeze(1)
         if negatives.kind == "in_batch":
             ids = targets[torch.randint(0, n, (r,), device=device)]
-        elif negatives.kind == "full":
-            ids = torch.arange(1, self.num_items + 1, device=device)
         else:
             ids = torch.randint(1, self.num_items + 1, (r,), device=device)
         return ids, None, ids.unsqueeze(0) != targets.unsqueeze(1)
@@ -268,9 +266,9 @@ class SeqRecModel(nn.Module):
         pos, gates = self.similarity.score_gathered(
             qp, self.item_parts(distinct), inv.unsqueeze(1), return_gates=True
         )
-        if negatives.kind == "full" and isinstance(self.similarity, DotSimilarity):
+        if negatives.kind == "full":
             catalog = self.item_parts().slice(1, self.num_items + 1)
-            main = self.similarity.full_softmax(qp, catalog, targets - 1)
+            main = self.similarity.full_softmax(qp, pos[:, 0], catalog, targets - 1)
         else:
             neg_ids, idx, valid = self._negatives(targets, negatives)
             main = self.similarity.sampled_softmax(

@@ -91,10 +91,11 @@ class DotSimilarity(nn.Module):
         neg = self.score_all(qp, ip_neg) if idx is None else self.score_gathered(qp, ip_neg, idx)
         return sampled_softmax_loss(pos, neg, neg_valid)
 
-    def full_softmax(self, qp: QueryParts, ip: ItemParts, targets: Tensor) -> Tensor:
+    def full_softmax(self, qp: QueryParts, pos: Tensor, ip: ItemParts, targets: Tensor) -> Tensor:
         """Mean softmax cross-entropy of n query rows over all X items of `ip`; targets (n,)
         long rows of `ip`. `sampled_softmax` with every item a negative and the positive
-        masked among them, computed chunk by chunk (`recsys.losses.full_softmax_loss`)."""
+        masked among them, computed chunk by chunk (`recsys.losses.full_softmax_loss`),
+        which scores the positives itself: `pos` is not needed."""
         return full_softmax_loss(qp.f[:, 0], ip.g[:, 0], targets, 1.0 / self.tau)
 
     def aux_losses(

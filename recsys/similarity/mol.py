@@ -340,6 +340,13 @@ class MoLSimilarity(nn.Module):
             chunk_pairs,
         )
 
+    def full_softmax(self, qp: QueryParts, pos: Tensor, ip: ItemParts, targets: Tensor) -> Tensor:
+        """Mean softmax cross-entropy of n query rows over all X items of `ip`: the sampled
+        softmax with every item a negative shared by all rows and each row's positive
+        (targets (n,) long rows of `ip`; pos (n,) its score) masked among them."""
+        items = torch.arange(ip.num_items, device=targets.device)
+        return self.sampled_softmax(qp, pos, ip, None, items.unsqueeze(0) != targets.unsqueeze(1))
+
     def user_id_l2(self, user_ids: Tensor | None, batch: int, device) -> Tensor | None:
         """mean_b ||e_uid(b)||^2 (before dropout), or None without user-id components."""
         if self.user_emb is None:
