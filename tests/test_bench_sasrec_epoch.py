@@ -40,6 +40,6 @@ def test_options_not_given_come_from_the_config() -> None:
         8e-3,
         16,
         "linear",
-        50,
+        200,
     )
     assert (args.seed, args.train_window, args.train_stride) == (7, "all", 50)
