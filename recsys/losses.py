@@ -102,7 +102,7 @@ class _FullSoftmax(torch.autograd.Function):
             None if gr is None else (gr / n).to(t.dtype)
             for gr, t in ((grad_q, q), (grad_items, items))
         ]
-        return (total / n).to(acc)
+        return total / n
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
