@@ -185,6 +185,14 @@ def score_slice(
     return similarity.score_all(qp, index.slice_parts(start, stop)).float()
 
 
+def score_gathered_items(
+    similarity: Similarity, qp: QueryParts, index: ItemIndex, ids: Tensor
+) -> Tensor:
+    """ids (X,) long -> (B, X) float32 full-similarity scores of those items for every query
+    (the rows are gathered once and shared by the batch, as in `score_slice`)."""
+    return similarity.score_all(qp, index.gather_parts(ids)).float()
+
+
 def score_ids(
     similarity: Similarity,
     qp: QueryParts,

@@ -11,7 +11,7 @@ from recsys.retrieval.bounded import (
     BoundedExact,
     bound_survivors,
     max_logits,
-    rows_to_padded,
+    score_ragged,
 )
 from recsys.retrieval.rails import TopKPerEmbd
 
@@ -78,10 +78,23 @@ def test_max_logits_matches_explicit_loop() -> None:
             assert abs(float(m[bi, x]) - ref) < 1e-5
 
 
-def test_rows_to_padded() -> None:
-    rows = torch.tensor([0, 0, 2, 2, 2])
-    cols = torch.tensor([4, 7, 1, 2, 3])
-    assert rows_to_padded(rows, cols, 3).tolist() == [[4, 7, 0], [0, 0, 0], [1, 2, 3]]
+def test_score_ragged_matches_per_query_reference() -> None:
+    """Each query's own item list, of any length (none, fewer than k, several chunks)."""
+    cat = make_catalog(num_items=60, batch=4, seed=3)
+    gen = torch.Generator().manual_seed(5)
+    lists = [torch.randperm(60, generator=gen)[:n] + 1 for n in (7, 0, 3, 41)]
+    rows = torch.cat([torch.full((len(x),), r) for r, x in enumerate(lists)])
+    ids = torch.cat(lists)
+    scores, top = score_ragged(cat.similarity, cat.queries, cat.index, rows, ids, 5, max_pairs=8)
+    with torch.no_grad():
+        full = cat.similarity.score_all(cat.queries, cat.index.parts)
+    for r, items in enumerate(lists):
+        ref = sorted(((float(full[r, i]), int(i)) for i in items), reverse=True)[:5]
+        got = [(float(s), int(i)) for s, i in zip(scores[r], top[r], strict=True) if int(i) != 0]
+        assert [i for _, i in got] == [i for _, i in ref]
+        assert all(abs(a - b) < 1e-5 for (a, _), (b, _) in zip(got, ref, strict=True))
+        assert (top[r] == 0).sum() == max(0, 5 - len(items))
+        assert (scores[r][top[r] == 0] == float("-inf")).all()
 
 
 def test_survivors_include_every_item_at_or_above_the_threshold() -> None:
@@ -89,12 +102,20 @@ def test_survivors_include_every_item_at_or_above_the_threshold() -> None:
     f, g, tau = cat.queries.f, cat.index.g, cat.similarity.tau
     m = max_logits((f / tau).reshape(-1, f.shape[-1]), g, 4)
     threshold = m[:, 1:].median(dim=1).values
-    rows, ids = bound_survivors(f, g, tau, threshold, None, torch.float32, block=64)
+    rows, ids, counts = bound_survivors(f, g, tau, threshold, None, torch.float32, block=64)
+    assert counts.tolist() == torch.bincount(rows, minlength=4).tolist()
     assert (rows[1:] >= rows[:-1]).all()
     for b in range(4):
         need = set(torch.nonzero(m[b, 1:] >= threshold[b]).flatten().add(1).tolist())
         got = set(ids[rows == b].tolist())
         assert need <= got and 0 not in got
+    cap = int(counts.float().median())
+    rows2, ids2, counts2 = bound_survivors(f, g, tau, threshold, None, torch.float32, 64, cap)
+    assert counts2.tolist() == counts.tolist()  # dense queries still counted
+    listed = set(rows2.tolist())
+    assert listed == {b for b in range(4) if counts[b] <= cap}
+    for b in listed:
+        assert ids2[rows2 == b].tolist() == ids[rows == b].tolist()
 
 
 def test_mixed_sparse_and_dense_queries() -> None:
@@ -104,10 +125,10 @@ def test_mixed_sparse_and_dense_queries() -> None:
     _, ids = reference_topk(cat, 8)
     scores = cat.similarity.score_all(cat.queries, cat.index.parts)
     threshold = scores.gather(1, ids[:, 7:8]).squeeze(1)
-    rows, _ = bound_survivors(
+    _, _, counts = bound_survivors(
         cat.queries.f, cat.index.g, cat.similarity.tau, threshold, None, torch.float32
     )
-    counts = torch.bincount(rows, minlength=6).float()
+    counts = counts.float()
     assert counts.min() < counts.max(), "the catalog must give queries different survivor counts"
     fraction = float((counts.min() + counts.max()) / 2 / 70)
     config = BoundedConfig(first_stage_k=70, dense_fraction=fraction, brute_force_below=0)
