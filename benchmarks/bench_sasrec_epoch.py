@@ -92,6 +92,7 @@ def _child(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
             "lr_schedule": args.lr_schedule,
             "warmup_steps": args.warmup_steps,
+            "embedding_lr_scale": args.embedding_lr_scale,
             "seed": args.seed,
             "early_stopping": {"metric": "ndcg@10", "patience": 100},
         }
@@ -172,6 +173,7 @@ def _config_defaults(args: argparse.Namespace) -> None:
         ("batch_size", t.batch_size),
         ("lr_schedule", t.lr_schedule),
         ("warmup_steps", t.warmup_steps),
+        ("embedding_lr_scale", t.embedding_lr_scale),
         ("seed", t.seed),
         ("train_window", config.data.train_window),
         ("train_stride", config.data.train_stride),
@@ -221,6 +223,8 @@ def _run_child(
         args.lr_schedule,
         "--warmup-steps",
         str(args.warmup_steps),
+        "--embedding-lr-scale",
+        str(args.embedding_lr_scale),
         "--seed",
         str(args.seed),
     ]
@@ -269,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         "--lr-schedule", choices=["constant", "linear", "cosine"], help="default: the config's"
     )
     parser.add_argument("--warmup-steps", type=int, help="default: the config's")
+    parser.add_argument(
+        "--embedding-lr-scale",
+        type=float,
+        help="training.embedding_lr_scale: lr multiplier of the embedding tables (default: "
+        "the config's)",
+    )
     parser.add_argument("--seed", type=int, help="training seed (default: the config's)")
     parser.add_argument(
         "--train-window",
@@ -332,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "lr_schedule": args.lr_schedule,
         "warmup_steps": args.warmup_steps,
+        "embedding_lr_scale": args.embedding_lr_scale,
         "seed": args.seed,
         "train_window": args.train_window,
         "train_stride": args.train_stride,

@@ -31,6 +31,7 @@ def test_options_not_given_come_from_the_config() -> None:
         batch_size=None,
         lr_schedule=None,
         warmup_steps=None,
+        embedding_lr_scale=None,
         seed=7,  # given: kept
         train_window=None,
         train_stride=None,
@@ -43,3 +44,4 @@ def test_options_not_given_come_from_the_config() -> None:
         200,
     )
     assert (args.seed, args.train_window, args.train_stride) == (7, "all", 50)
+    assert args.embedding_lr_scale == 1.0

@@ -104,6 +104,10 @@ class TrainingConfig:
     eval_bf16: score validation/test in bf16 (faster; see recsys.evaluation on ties).
     lr_schedule: `constant` (SPEC), or `linear` / `cosine` decay to 0 over all the run's
     optimiser steps (`epochs` x steps per epoch); warmup_steps: linear warm-up from 0 first.
+    embedding_lr_scale: the embedding tables (items, positions, MoL user ids) train at
+    lr x this (1 = SPEC: one lr for everything). Large batches with few optimiser steps
+    learn the item table too slowly at the lr the transformer tolerates (README: one epoch
+    of SASRec in batches of 128 windows).
     """
 
     epochs: int = 100
@@ -127,6 +131,7 @@ class TrainingConfig:
     gradient_clip_val: float | None = None
     lr_schedule: str = "constant"
     warmup_steps: int = 0
+    embedding_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "val_every_n_epochs"):
@@ -137,6 +142,10 @@ class TrainingConfig:
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(
                 f"TrainingConfig.betas must be two numbers in [0, 1), got {self.betas}"
+            )
+        if not self.embedding_lr_scale > 0:
+            raise ValueError(
+                f"TrainingConfig.embedding_lr_scale must be > 0, got {self.embedding_lr_scale}"
             )
         if self.weight_decay < 0:
             raise ValueError(f"TrainingConfig.weight_decay must be >= 0, got {self.weight_decay}")

@@ -8,7 +8,8 @@ with the key names of `recsys.metrics.METRIC_KEYS`.
 
 Optimiser (SPEC section 1): AdamW, lr 1e-3, betas (0.9, 0.98), weight decay 1e-3 on every
 parameter, no warm-up, no schedule (the values come from TrainingConfig). Optionally a
-per-step warm-up and a linear or cosine decay to 0 over the run (`lr_factor`).
+per-step warm-up and a linear or cosine decay to 0 over the run (`lr_factor`), and a
+separate lr for the embedding tables (`param_groups`).
 
 Randomness: at the start of every training epoch the torch/numpy generators are reseeded
 from (seed, epoch, rank), so dropout and negative sampling of epoch e are the same whether
@@ -23,7 +24,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from recsys.evaluation import SeqBatch, rank_batch
 from recsys.metrics import compute_metrics
@@ -48,6 +49,20 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if schedule == "linear":
         return 1.0 - progress
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, lr: float, embedding_lr_scale: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: one group of every parameter (scale 1, the SPEC optimiser and
+    the layout of existing checkpoints), or the weights of every nn.Embedding (items,
+    positions, MoL user ids) at lr x scale and the rest at lr."""
+    params = list(model.parameters())
+    if embedding_lr_scale == 1.0:
+        return [{"params": params}]
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return [
+        {"params": [p for p in params if id(p) in tables], "lr": lr * embedding_lr_scale},
+        {"params": [p for p in params if id(p) not in tables]},
+    ]
 
 
 class SeqRecModule(L.LightningModule):
@@ -87,7 +102,10 @@ class SeqRecModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         t = self.training_config
         optimizer = torch.optim.AdamW(
-            self.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay
+            param_groups(self.model, t.lr, t.embedding_lr_scale),
+            lr=t.lr,
+            betas=t.betas,
+            weight_decay=t.weight_decay,
         )
         if t.lr_schedule == "constant" and t.warmup_steps == 0:
             return optimizer

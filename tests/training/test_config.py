@@ -61,6 +61,7 @@ def test_valid_config_builds() -> None:
         ("training.precision", "fp8", r"TrainingConfig\.precision must be one of"),
         ("training.lr_schedule", "step", r"TrainingConfig\.lr_schedule must be one of"),
         ("training.warmup_steps", -1, r"TrainingConfig\.warmup_steps must be >= 0"),
+        ("training.embedding_lr_scale", 0, r"TrainingConfig\.embedding_lr_scale must be > 0"),
         ("training.early_stopping.metric", "auc", r"EarlyStoppingConfig\.metric must be one of"),
         ("training.batch_size", 2.5, r"training\.batch_size: expected an integer"),
         ("training.betas", [0.9], r"training\.betas: expected 2 values"),

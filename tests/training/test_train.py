@@ -102,7 +102,16 @@ def _last_ckpt(run: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "schedule", [{}, {"lr_schedule": "linear", "warmup_steps": 3, "negatives": {"kind": "full"}}]
+    "schedule",
+    [
+        {},
+        {
+            "lr_schedule": "linear",
+            "warmup_steps": 3,
+            "negatives": {"kind": "full"},
+            "embedding_lr_scale": 5.0,
+        },
+    ],
 )
 def test_resume_continues_from_the_same_step(tmp_path: Path, schedule: dict[str, Any]) -> None:
     data_dir = make_dataset(tmp_path / "data", num_users=64, num_items=30)
@@ -126,7 +135,9 @@ def test_resume_continues_from_the_same_step(tmp_path: Path, schedule: dict[str,
     assert after["epoch"] == reference["epoch"] == 2
     if schedule:  # the lr schedule resumed at the same step and decayed to 0, logged
         assert after["lr_schedulers"][0]["last_epoch"] == 3 * steps_per_epoch
-        assert after["optimizer_states"][0]["param_groups"][0]["lr"] == 0.0
+        groups = after["optimizer_states"][0]["param_groups"]
+        assert len(groups) == 2 and all(g["lr"] == 0.0 for g in groups)
+        assert [g["initial_lr"] for g in groups] == pytest.approx([5 * 3e-3, 3e-3])
         csv = next((straight / "logs").glob("version_*/metrics.csv")).read_text()
         assert "lr-AdamW" in csv.splitlines()[0]
     # Per-epoch seeding: the resumed run replays the uninterrupted one exactly.
@@ -189,3 +200,21 @@ def test_lr_factor_warms_up_then_decays_to_zero() -> None:
         [1.0, 0.5, 0.0, 0.0]
     )
     assert lr_factor(1, 10, 4, "cosine") == 0.5  # still warming up
+
+
+def test_embedding_tables_get_their_own_lr() -> None:
+    from torch import nn
+
+    from recsys.models.seqrec import SeqRecModel
+    from recsys.training.module import param_groups
+
+    config = tiny_config("sasrec", "mol", epochs=1)
+    model = SeqRecModel(config.model_config(30))
+    assert param_groups(model, 1e-2, 1.0) == [{"params": list(model.parameters())}]
+    tables, rest = param_groups(model, 1e-2, 4.0)
+    assert tables["lr"] == pytest.approx(4e-2) and "lr" not in rest
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    assert len(embeddings) == 3  # items, positions, MoL user ids
+    assert {id(p) for p in tables["params"]} == embeddings
+    everything = [id(p) for p in tables["params"] + rest["params"]]
+    assert sorted(everything) == sorted(id(p) for p in model.parameters())
