@@ -102,7 +102,7 @@ class SeqRecModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         t = self.training_config
         optimizer = torch.optim.AdamW(
-            param_groups(self.model, t.lr, t.embedding_lr_scale),
+            param_groups(self, t.lr, t.embedding_lr_scale),
             lr=t.lr,
             betas=t.betas,
             weight_decay=t.weight_decay,
