@@ -33,6 +33,7 @@ block, K top-k.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -79,13 +80,16 @@ class BoundedConfig:
     bound pass (None = the index dtype); block: elements of one bound block; dense_fraction:
     a query with more survivors than this share of the catalog goes to brute force;
     brute_force_below: catalogs of at most this many items go straight to brute force (on
-    ML-1M, 3.7k items, the first stage and the bound pass cost more than they save)."""
+    ML-1M, 3.7k items, the first stage and the bound pass cost more than they save);
+    time_stages: synchronise CUDA between stages so that `stats.stage_ms` is meaningful
+    there (CPU stage times are always exact)."""
 
     first_stage_k: int = 1024
     bound_dtype: torch.dtype | None = None
     block: int = BOUND_BLOCK
     dense_fraction: float = 0.5
     brute_force_below: int = 4096
+    time_stages: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dense_fraction <= 1.0:
@@ -111,12 +115,41 @@ class BoundedConfig:
 @dataclass
 class BoundedStats:
     """What the last search did: candidates from the first stage and survivors of the bound
-    (both per query, averaged over the batch)."""
+    (both per query, averaged over the batch), every query's survivor count, and the wall
+    time of each stage in ms (`STAGES`; on CUDA only with BoundedConfig.time_stages, which
+    synchronises the device between stages)."""
 
     candidates: float = 0.0
     survivors: float = 0.0
     max_survivors: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    counts: list[int] = field(default_factory=list)
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+
+# first stage + rescoring of its candidates (the threshold), the bound pass, the rescoring
+# of sparse queries' survivors, brute force for the dense queries.
+STAGES = ("first_stage", "bound", "rescore_survivors", "brute_force_dense")
+
+
+class _StageClock:
+    """Wall time between successive marks, in ms; synchronises CUDA first when asked."""
+
+    def __init__(self, device: torch.device, sync: bool) -> None:
+        self.sync = sync and device.type == "cuda"
+        self.device = device
+        self.ms: dict[str, float] = {}
+        self._last = self._now()
+
+    def _now(self) -> float:
+        if self.sync:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        now = self._now()
+        self.ms[stage] = (now - self._last) * 1000.0
+        self._last = now
 
 
 def max_logits(fq: Tensor, g_block: Tensor, batch: int) -> Tensor:
@@ -250,9 +283,11 @@ class BoundedExact:
                 survivors=float(n), max_survivors=n, extra={"dense_queries": float(b)}
             )
             return self.brute_force.search(queries, k, exclude)
+        clock = _StageClock(self.index.device, self.config.time_stages)
         cand = self.first_stage.candidates(queries, k, exclude)
         scores, _ = rescore_topk(self.similarity, queries, self.index, cand, k, exclude)
         threshold = scores[:, k - 1]  # -inf when fewer than k admissible candidates
+        clock.mark("first_stage")
         dense_above = int(self.config.dense_fraction * n)
         rows, ids, counts = bound_survivors(
             queries.f.float(),
@@ -265,6 +300,7 @@ class BoundedExact:
             dense_above,
         )
         dense = counts > dense_above
+        clock.mark("bound")
         self.stats = BoundedStats(
             candidates=float(cand.shape[1]),
             survivors=float(counts.float().mean().item()),
@@ -273,6 +309,8 @@ class BoundedExact:
                 "threshold_finite": float((threshold > NEG_INF).float().mean().item()),
                 "dense_queries": float(dense.sum().item()),
             },
+            counts=[int(c) for c in counts.tolist()],
+            stage_ms=clock.ms,
         )
         out_scores = torch.empty(b, k, dtype=scores.dtype, device=scores.device)
         out_ids = torch.empty(b, k, dtype=torch.long, device=scores.device)
@@ -280,9 +318,11 @@ class BoundedExact:
             s, i = score_ragged(self.similarity, queries, self.index, rows, ids, k)
             sparse = ~dense
             out_scores[sparse], out_ids[sparse] = s[sparse], i[sparse]
+        clock.mark("rescore_survivors")
         heavy = dense.nonzero().flatten()
         if len(heavy):
             sub_ex = None if exclude is None else exclude[heavy]
             s, i = self.brute_force.search(queries.index_select(heavy), k, sub_ex)
             out_scores[heavy], out_ids[heavy] = s, i
+        clock.mark("brute_force_dense")
         return out_scores, out_ids

@@ -7,6 +7,7 @@ import torch
 from retrieval_helpers import assert_same_topk, make_catalog, random_exclude, reference_topk
 
 from recsys.retrieval.bounded import (
+    STAGES,
     BoundedConfig,
     BoundedExact,
     bound_survivors,
@@ -142,3 +143,15 @@ def test_small_catalogs_go_straight_to_brute_force() -> None:
     retriever = BoundedExact(cat.similarity, cat.index, config=BoundedConfig(brute_force_below=40))
     assert_same_topk(retriever.search(cat.queries, 6), reference_topk(cat, 6))
     assert retriever.stats.candidates == 0 and retriever.stats.survivors == 40
+
+
+def test_stats_report_every_query_and_every_stage() -> None:
+    cat = make_catalog(num_items=70, batch=5, seed=6)
+    config = BoundedConfig(first_stage_k=4, brute_force_below=0, time_stages=True)
+    retriever = BoundedExact(cat.similarity, cat.index, config=config)
+    retriever.search(cat.queries, 6)
+    stats = retriever.stats
+    assert len(stats.counts) == 5 and max(stats.counts) == stats.max_survivors
+    assert sum(stats.counts) / 5 == pytest.approx(stats.survivors)
+    assert list(stats.stage_ms) == list(STAGES)
+    assert all(ms >= 0.0 for ms in stats.stage_ms.values())

@@ -1,0 +1,141 @@
+"""Where bounded-exact MoL retrieval spends its time, stage by stage, against brute force.
+
+`recsys bench bounded_stages [--bundle PATH] [--batch 32] [--k 100]` (issue 5). On one batch
+of real user histories (seen items excluded; the same batch as `bench_retrieval.py` draws
+for that batch size), times `BoundedExact.search` (`BoundedStats.stage_ms`: first stage +
+threshold, bound pass, rescoring of the sparse queries' survivors, brute force of the dense
+queries; medians over --reps calls) for each bound dtype, records every query's survivor
+count, and times brute force on the whole batch and on the dense queries alone. Checks
+that bounded-exact returned brute force's top-k (ties aside: equal score sets).
+
+Writes benchmarks/results/bounded-stages-<catalog>-<device>.json. The default bundle is
+the 1M-item synthetic catalog that `bench_retrieval.py` builds and caches; skips when it
+is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_retrieval import query_batches
+
+from recsys.atomic import atomic_write_text
+from recsys.bundle import load_bundle
+from recsys.malloc import tune_malloc
+from recsys.provenance import provenance
+from recsys.retrieval.bounded import STAGES, BoundedConfig, BoundedExact
+from recsys.retrieval.brute_force import BruteForce
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE = REPO / "runs" / "bench-retrieval" / "synthetic-1000000" / "bundle"
+
+
+def timed_ms(fn) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, (time.perf_counter() - start) * 1000.0
+
+
+def same_topk(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    """Equal top-k scores row by row (float32 summation order aside), so ties may swap ids."""
+    return bool(torch.allclose(a[0], b[0], rtol=1e-5, atol=1e-5))
+
+
+def stage_record(retriever: BoundedExact, qb, k: int, reps: int, truth) -> dict[str, Any]:
+    results, totals, stages = None, [], {s: [] for s in STAGES}
+    for _ in range(reps):
+        results, total = timed_ms(lambda: retriever.search(qb.qp, k, qb.exclude))
+        totals.append(total)
+        for s in STAGES:
+            stages[s].append(retriever.stats.stage_ms[s])
+    counts = retriever.stats.counts
+    n = retriever.index.num_items
+    return {
+        "total_ms": statistics.median(totals),
+        "stage_ms": {s: statistics.median(v) for s, v in stages.items()},
+        "exact": same_topk(results, truth),
+        "survivors_sorted": sorted(counts),
+        "survivor_fraction_mean": sum(counts) / len(counts) / n,
+        "dense_queries": int(retriever.stats.extra["dense_queries"]),
+        "dense_above": int(retriever.config.dense_fraction * n),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="recsys bench bounded_stages", description=__doc__)
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    p.add_argument("--catalog", default="1M", help="name in the output file")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--index-dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="as bench_retrieval.py")
+    p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    args = p.parse_args(argv)
+    if not args.bundle.is_dir():
+        print(f"skipping: no bundle at {args.bundle} (run `recsys bench retrieval` first)")
+        return 0
+    tune_malloc()
+    torch.set_num_threads(args.threads)
+    bundle = load_bundle(args.bundle, index_dtype=torch.float32)
+    index = bundle.index.to(dtype=getattr(torch, args.index_dtype))
+    sim = bundle.model.similarity
+    qb = query_batches(bundle, args.batch, 1, seed=args.batch)[0]
+    brute = BruteForce(sim, index)
+    brute.search(qb.qp.slice(0, 1), args.k, qb.exclude[:1])  # warm-up
+    truth, brute_ms = timed_ms(lambda: brute.search(qb.qp, args.k, qb.exclude))
+    runs = {}
+    for bound_dtype in (None, torch.bfloat16):
+        name = "index dtype" if bound_dtype is None else "bfloat16"
+        config = BoundedConfig(bound_dtype=bound_dtype, time_stages=True)
+        retriever = BoundedExact(sim, index, config=config)
+        retriever.search(qb.qp, args.k, qb.exclude)  # warm-up
+        runs[name] = record = stage_record(retriever, qb, args.k, args.reps, truth)
+        dense = [i for i, c in enumerate(retriever.stats.counts) if c > record["dense_above"]]
+        if dense:
+            rows = torch.tensor(dense)
+            _, ms = timed_ms(
+                lambda rows=rows: brute.search(qb.qp.index_select(rows), args.k, qb.exclude[rows])
+            )
+            record["brute_force_dense_alone_ms"] = ms
+        record["speedup_vs_brute_force"] = brute_ms / record["total_ms"]
+        print(
+            f"bound {name}: {record['total_ms']:.0f} ms "
+            f"({record['speedup_vs_brute_force']:.2f}x brute force {brute_ms:.0f} ms), "
+            + ", ".join(f"{s} {v:.0f}" for s, v in record["stage_ms"].items())
+            + f"; dense queries {record['dense_queries']}, exact {record['exact']}",
+            flush=True,
+        )
+    device = "cuda" if index.device.type == "cuda" else "cpu"
+    payload = {
+        "provenance": provenance("recsys bench bounded_stages " + " ".join(argv or sys.argv[1:])),
+        "bundle": str(args.bundle),
+        "catalog_size": index.num_items,
+        "device": device,
+        "threads": args.threads,
+        "index_dtype": args.index_dtype,
+        "batch": args.batch,
+        "k": args.k,
+        "reps": args.reps,
+        "brute_force_ms": brute_ms,
+        "stages": list(STAGES),
+        "runs": runs,
+    }
+    out = args.out_dir / f"bounded-stages-{args.catalog}-{device}.json"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
+    print(f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
