@@ -50,7 +50,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from recsys.atomic import atomic_write_text  # noqa: E402
-from recsys.provenance import provenance  # noqa: E402
+from recsys.provenance import command_line, provenance  # noqa: E402
 
 SILU_ARGMIN = -1.2784645  # silu's minimum on the real line
 
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "kept_share": results,
         "a_qx_width": widths,
         "sound": sound,
-        "provenance": provenance("recsys bench bound " + " ".join(argv or sys.argv[1:])),
+        "provenance": provenance(command_line("recsys bench bound", argv)),
     }
     out = args.out or REPO_ROOT / "benchmarks" / "results" / f"bound-{name}-cpu.json"
     atomic_write_text(out, json.dumps(payload, indent=2) + "\n")

@@ -31,7 +31,7 @@ from bench_retrieval import query_batches
 from recsys.atomic import atomic_write_text
 from recsys.bundle import load_bundle
 from recsys.malloc import tune_malloc
-from recsys.provenance import provenance
+from recsys.provenance import command_line, provenance
 from recsys.retrieval.bounded import STAGES, BoundedConfig, BoundedExact
 from recsys.retrieval.brute_force import BruteForce
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     device = "cuda" if index.device.type == "cuda" else "cpu"
     payload = {
-        "provenance": provenance("recsys bench bounded_stages " + " ".join(argv or sys.argv[1:])),
+        "provenance": provenance(command_line("recsys bench bounded_stages", argv)),
         "bundle": str(args.bundle),
         "catalog_size": index.num_items,
         "device": device,

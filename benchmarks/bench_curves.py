@@ -26,7 +26,7 @@ for _path in (REPO_ROOT, REPO_ROOT / "benchmarks"):
 from bench_accuracy import validation_curve  # noqa: E402
 
 from recsys.atomic import atomic_write_text  # noqa: E402
-from recsys.provenance import provenance  # noqa: E402
+from recsys.provenance import command_line, provenance  # noqa: E402
 
 
 def equal_epochs(curves: dict[str, list[dict]]) -> list[dict]:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "validation curves at equal epochs",
         "runs": {str(run): curves[run.name] for run in args.runs},
         "equal_epochs": equal_epochs(curves),
-        "provenance": provenance("recsys bench curves " + " ".join(argv or sys.argv[1:])),
+        "provenance": provenance(command_line("recsys bench curves", argv)),
     }
     out = REPO_ROOT / "benchmarks" / "results" / f"curves-{args.name}.json"
     atomic_write_text(out, json.dumps(payload, indent=2) + "\n")

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         training_item_counts,
     )
     from recsys.models.seqrec import ModelConfig, SeqRecModel
-    from recsys.provenance import provenance
+    from recsys.provenance import command_line, provenance
     from recsys.similarity.dot import DotConfig
     from recsys.training.config import load_config
     from recsys.training.rundir import load_model
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             "median_abs_rank_change": float(np.median(np.abs(r32 - r16))),
         },
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "provenance": provenance("recsys bench eval " + " ".join(argv or sys.argv[1:])),
+        "provenance": provenance(command_line("recsys bench eval", argv)),
     }
     out = args.out or REPO_ROOT / "benchmarks" / "results" / f"eval-ml-1m-{device.type}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")

@@ -30,7 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from recsys.provenance import provenance  # noqa: E402
+from recsys.provenance import command_line, provenance  # noqa: E402
 
 BASELINE = """
 import json, sys, time
@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "targets": {"time_ratio_max": 2.0, "memory_ratio_max": 3.0},
         "meets_targets": time_ratio <= 2.0 and memory_ratio <= 3.0,
-        "provenance": provenance(
-            " ".join(["python", "benchmarks/bench_pipeline.py", *(argv or sys.argv[1:])])
-        ),
+        "provenance": provenance(command_line("python benchmarks/bench_pipeline.py", argv)),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

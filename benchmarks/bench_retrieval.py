@@ -41,7 +41,7 @@ from retrieval_catalogs import exclusion_rows, history_batches, synthetic_bundle
 from recsys.atomic import atomic_write_bytes, atomic_write_text
 from recsys.bundle import Bundle, load_bundle
 from recsys.malloc import tune_malloc
-from recsys.provenance import provenance
+from recsys.provenance import command_line, provenance
 from recsys.retrieval.bounded import BoundedConfig, BoundedExact
 from recsys.retrieval.brute_force import BruteForce
 from recsys.retrieval.quality import recall_at_k, top1_hit_rate
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             recs, truths[dtype] = bench_catalog(bundle, dtype, args, log)
             records += recs
         payload = {
-            "provenance": provenance("recsys bench retrieval " + " ".join(argv or sys.argv[1:])),
+            "provenance": provenance(command_line("recsys bench retrieval", argv)),
             "catalog": name,
             "catalog_size": bundle.num_items,
             "device": records[0]["device"],

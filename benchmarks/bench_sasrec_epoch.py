@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from recsys.atomic import atomic_write_text
-    from recsys.provenance import provenance
+    from recsys.provenance import command_line, provenance
     from recsys.training.config import load_config
 
     data = prepared_ml1m(args.data_cache)
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "load_average_before": load_before,
         "load_average_after": _load_average(),
-        "provenance": provenance("recsys bench sasrec_epoch " + " ".join(argv or sys.argv[1:])),
+        "provenance": provenance(command_line("recsys bench sasrec_epoch", argv)),
     }
     out = args.out or REPO_ROOT / "benchmarks" / "results" / f"sasrec-epoch-ml-1m-{device}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")

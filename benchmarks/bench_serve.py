@@ -40,7 +40,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make the repo importable
     sys.path.insert(0, str(REPO_ROOT))
 
 from recsys.atomic import atomic_write_text  # noqa: E402
-from recsys.provenance import provenance  # noqa: E402
+from recsys.provenance import command_line, provenance  # noqa: E402
 from recsys.recommend import DEFAULT_RAILS_BUDGET  # noqa: E402
 from serving.loadgen import closed_loop, encode_post, send_each  # noqa: E402
 
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": batch,
         "rails_recall": recall,
         "load_average": {"before": load_before, "after": os.getloadavg()},
-        "provenance": provenance("recsys bench serve " + " ".join(argv or sys.argv[1:])),
+        "provenance": provenance(command_line("recsys bench serve", argv)),
     }
     out = Path(args.out) if args.out else RESULTS_DIR / f"serve-{bundle.name}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")

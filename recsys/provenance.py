@@ -50,6 +50,12 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def command_line(prefix: str, argv: list[str] | None) -> str:
+    """The command a benchmark ran as: `prefix` and its arguments (argv, or this process's
+    when argv is None; an empty list means no arguments, not "look at sys.argv")."""
+    return " ".join([prefix, *(sys.argv[1:] if argv is None else argv)])
+
+
 def provenance(command: str | None = None) -> dict[str, Any]:
     """Everything needed to say where a number came from."""
     return {

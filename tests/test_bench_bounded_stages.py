@@ -35,3 +35,10 @@ def test_missing_bundle_skips_without_writing(tmp_path: Path) -> None:
     out = tmp_path / "results"
     assert main(["--bundle", str(tmp_path / "none"), "--out-dir", str(out)]) == 0
     assert not out.exists()
+
+
+def test_command_line_of_a_run_without_arguments() -> None:
+    from recsys.provenance import command_line
+
+    assert command_line("recsys bench x", []) == "recsys bench x"
+    assert command_line("recsys bench x", ["--k", "10"]) == "recsys bench x --k 10"
