@@ -24,8 +24,9 @@ Each query's survivors are gathered and rescored on their own (`score_ragged`), 
 work is the number of surviving pairs. Queries whose survivors cover more than
 `dense_fraction` of the catalog (a loose bound: their threshold sits below the bound of
 most items) are scored by brute force instead, which shares contiguous item blocks across
-the batch and needs no gather: ~410 ns a pair against ~630 ns for gathered survivors on
-the 1M catalog (one thread, measured), so brute force wins above ~65% survivors.
+the batch and needs no gather: ~445 ns a pair against 660-720 ns for gathered survivors
+on the 1M catalog (one thread; benchmarks/results/bounded-stages-1M-cpu.json), so brute
+force wins above ~60-65% survivors.
 
 Shapes: B queries, N catalog size, P_Q / P_X components, d_P component dim, c items per
 block, K top-k.
