@@ -19,14 +19,13 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_retrieval import query_batches
+from bench_retrieval import query_batches, timed
 
 from recsys.atomic import atomic_write_text
 from recsys.bundle import load_bundle
@@ -39,21 +38,16 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO / "runs" / "bench-retrieval" / "synthetic-1000000" / "bundle"
 
 
-def timed_ms(fn) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, (time.perf_counter() - start) * 1000.0
-
-
 def same_topk(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:
     """Equal top-k scores row by row (float32 summation order aside), so ties may swap ids."""
     return bool(torch.allclose(a[0], b[0], rtol=1e-5, atol=1e-5))
 
 
 def stage_record(retriever: BoundedExact, qb, k: int, reps: int, truth) -> dict[str, Any]:
+    device = retriever.index.device
     results, totals, stages = None, [], {s: [] for s in STAGES}
     for _ in range(reps):
-        results, total = timed_ms(lambda: retriever.search(qb.qp, k, qb.exclude))
+        results, total = timed(lambda: retriever.search(qb.qp, k, qb.exclude), device)
         totals.append(total)
         for s in STAGES:
             stages[s].append(retriever.stats.stage_ms[s])
@@ -92,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     qb = query_batches(bundle, args.batch, 1, seed=args.batch)[0]
     brute = BruteForce(sim, index)
     brute.search(qb.qp.slice(0, 1), args.k, qb.exclude[:1])  # warm-up
-    truth, brute_ms = timed_ms(lambda: brute.search(qb.qp, args.k, qb.exclude))
+    device = index.device
+    truth, brute_ms = timed(lambda: brute.search(qb.qp, args.k, qb.exclude), device)
     runs = {}
     for bound_dtype in (None, torch.bfloat16):
         name = "index dtype" if bound_dtype is None else "bfloat16"
@@ -103,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         dense = [i for i, c in enumerate(retriever.stats.counts) if c > record["dense_above"]]
         if dense:
             rows = torch.tensor(dense)
-            _, ms = timed_ms(
-                lambda rows=rows: brute.search(qb.qp.index_select(rows), args.k, qb.exclude[rows])
+            _, ms = timed(
+                lambda rows=rows: brute.search(qb.qp.index_select(rows), args.k, qb.exclude[rows]),
+                device,
             )
             record["brute_force_dense_alone_ms"] = ms
         record["speedup_vs_brute_force"] = brute_ms / record["total_ms"]
@@ -115,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
             + f"; dense queries {record['dense_queries']}, exact {record['exact']}",
             flush=True,
         )
-    device = "cuda" if index.device.type == "cuda" else "cpu"
+    kind = "cuda" if device.type == "cuda" else "cpu"
     payload = {
         "provenance": provenance(command_line("recsys bench bounded_stages", argv)),
         "bundle": str(args.bundle),
         "catalog_size": index.num_items,
-        "device": device,
+        "device": kind,
         "threads": args.threads,
         "index_dtype": args.index_dtype,
         "batch": args.batch,
@@ -130,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "stages": list(STAGES),
         "runs": runs,
     }
-    out = args.out_dir / f"bounded-stages-{args.catalog}-{device}.json"
+    out = args.out_dir / f"bounded-stages-{args.catalog}-{kind}.json"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
     print(f"-> {out}")

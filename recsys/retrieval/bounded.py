@@ -310,7 +310,7 @@ class BoundedExact:
                 "threshold_finite": float((threshold > NEG_INF).float().mean().item()),
                 "dense_queries": float(dense.sum().item()),
             },
-            counts=[int(c) for c in counts.tolist()],
+            counts=counts.tolist(),
             stage_ms=clock.ms,
         )
         out_scores = torch.empty(b, k, dtype=scores.dtype, device=scores.device)
