@@ -14,11 +14,23 @@ When the candidate stage finds fewer than k admissible items, S = -inf and every
 survives (brute force through the same path).
 
 The bound pass may run in bf16 (the default for a bf16 index; optional for a float32
-one). Rounding cannot break the certificate: with unit-norm f and g, every bf16 rounding
-(of f, of g when it is not already stored in bf16, of the result, of a partial sum in a
-reduced-precision GPU reduction) moves <f, g> by at most 2^-9, products are accumulated
-in float32, and the survivor test subtracts a margin of 2^-6 / tau (room for 8 such
-roundings; 3 happen on CPU) plus a relative 1e-4 for the float32 MoL arithmetic.
+one). Rounding cannot break the certificate; the survivor test lowers each query's
+threshold by a margin that covers it (`survivor_margin`, in logit units, per query):
+- the bf16 query components fq differ from f / tau by a known error df (computed, per
+  query: max_i ||df_i||), the bf16 item components from the index's by at most e_g (the
+  largest ||g_bf16 - g|| over the catalog, computed once; 0 when the index is bf16), so
+  |<fq, g_bf16> - <f, g> / tau| <= (||df|| |g| + |f| e_g + ||df|| e_g) / tau (Cauchy-Schwarz;
+  on this catalog ||df|| and e_g are ~0.5-0.6 x 2^-8 against the worst case 2^-8, the
+  unit roundoff of bf16);
+- the products are accumulated in float32 on CPU (64 terms: < 2^-16 in cosine units); a
+  CUDA GPU may round partial sums to bf16 (reduced-precision reductions), so CUDA adds
+  room for four such roundings, 2^-6;
+- the bf16 result is rounded once more (relative 2^-8; rounding is monotone, so comparing
+  with the threshold lowered by 2^-8 of its magnitude is safe);
+- a relative 1e-4 covers the float32 MoL arithmetic of the exact scores.
+A float32 bound pass keeps a flat 2^-16 (2^-9 when CUDA is allowed TF32 matmuls).
+Empirically (1M catalog, 256 query components x 4M item components) the largest bf16
+error was 0.68 x 2^-8 in cosine units.
 
 Each query's survivors are gathered and rescored on their own (`score_ragged`), so the
 work is the number of surviving pairs. Queries whose survivors cover more than
@@ -36,7 +48,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor
@@ -59,13 +71,28 @@ from recsys.retrieval.topk import (
     merge_topk,
     topk_padded,
 )
+from recsys.similarity.mol import MoLSimilarity
+from recsys.similarity.mol_bound import choose_gate_components, partial_gate_bound
 from recsys.similarity.parts import QueryParts
 
 # Elements of one (B*P_Q, c*P_X) block of the bound pass: small enough to stay in cache
 # (2^20 bf16 = 2 MiB), large enough that per-block overhead does not matter.
 BOUND_BLOCK = 1 << 20
-ROUNDING_MARGIN = {torch.float32: 2.0**-16, torch.bfloat16: 2.0**-6}  # cosine units
+BOUND_DTYPES = (torch.float32, torch.bfloat16)
+BF16_ROUNDOFF = 2.0**-8  # unit roundoff of bf16 (8 significant bits)
+FLOAT32_MARGIN = 2.0**-16  # cosine units: a float32 bound pass
+TF32_MARGIN = 2.0**-9  # cosine units: a float32 pass on CUDA with TF32 matmuls allowed
+# Cosine units: accumulation of a bf16 bound pass (float32 on CPU; CUDA may round partial
+# sums to bf16).
+ACCUMULATION_MARGIN = {"cpu": 2.0**-16, "cuda": 2.0**-6}
 RELATIVE_MARGIN = 1e-4  # float32 MoL arithmetic vs the exact convex combination
+# The gate bound is computed in float32 in another order than the scores it bounds: its
+# error is below ~2e-3 logits even when every rounding adds up; the cut is lowered by
+# 1e-2 (1 + |threshold|).
+GATE_MARGIN = 1e-2
+# (query, item) pairs per block of the gate-bound pass: its (B, c, H) hidden layer stays
+# in cache (4096 x 128 float32 = 2 MiB).
+GATE_PAIRS = 1 << 12
 
 
 class CandidateStage(Protocol):
@@ -77,9 +104,14 @@ class CandidateStage(Protocol):
 
 @dataclass(frozen=True)
 class BoundedConfig:
-    """first_stage_k: TopKAvg budget of the default first stage; bound_dtype: dtype of the
-    bound pass (None = the index dtype); block: elements of one bound block; dense_fraction:
-    a query with more survivors than this share of the catalog goes to brute force;
+    """first_stage_k: TopKAvg budget of the default first stage (searched in bf16);
+    bound_dtype: dtype of the bound pass (None = the index dtype); block: elements of one
+    bound block; dense_fraction: a query with more survivors than this share of the catalog
+    is dense (predicted from `sample` catalog items before the bound pass, or found by it);
+    gate_components: dense queries of a MoL similarity are pruned by the gate bound with
+    this many exact gate logits (`recsys.similarity.mol_bound`; at least one more than the
+    components that reach the threshold), 0 = score them by brute force; sample: catalog
+    items (evenly spaced ids) that predict dense queries and choose their components;
     brute_force_below: catalogs of at most this many items go straight to brute force (on
     ML-1M, 3.7k items, the first stage and the bound pass cost more than they save);
     time_stages: synchronise CUDA between stages so that `stats.stage_ms` is meaningful
@@ -89,6 +121,8 @@ class BoundedConfig:
     bound_dtype: torch.dtype | None = None
     block: int = BOUND_BLOCK
     dense_fraction: float = 0.5
+    gate_components: int = 4
+    sample: int = 1024
     brute_force_below: int = 4096
     time_stages: bool = False
 
@@ -97,16 +131,15 @@ class BoundedConfig:
             raise ValueError(
                 f"BoundedConfig.dense_fraction must be in [0, 1], got {self.dense_fraction!r}"
             )
-        for name in ("first_stage_k", "block"):
+        for name in ("first_stage_k", "block", "sample"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BoundedConfig.{name} must be an integer >= 1, got {value!r}")
-        value = self.brute_force_below
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"BoundedConfig.brute_force_below must be an integer >= 0, got {value!r}"
-            )
-        if self.bound_dtype not in (None, *ROUNDING_MARGIN):
+        for name in ("brute_force_below", "gate_components"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"BoundedConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.bound_dtype not in (None, *BOUND_DTYPES):
             raise ValueError(
                 f"BoundedConfig.bound_dtype must be None, float32 or bfloat16, got "
                 f"{self.bound_dtype!r}"
@@ -116,21 +149,25 @@ class BoundedConfig:
 @dataclass
 class BoundedStats:
     """What the last search did: candidates from the first stage and survivors of the bound
-    (both per query, averaged over the batch), every query's survivor count, and the wall
-    time of each stage in ms (`STAGES`; on CUDA only with BoundedConfig.time_stages, which
-    synchronises the device between stages)."""
+    (both per query, averaged over the batch), every query's survivor count (for a query
+    predicted dense and kept out of the bound pass: the sample's estimate), the survivors
+    of the gate bound for each dense query, and the wall time of each stage in ms
+    (`STAGES`; on CUDA only with BoundedConfig.time_stages, which synchronises the device
+    between stages)."""
 
     candidates: float = 0.0
     survivors: float = 0.0
     max_survivors: int = 0
     extra: dict[str, float] = field(default_factory=dict)
     counts: list[int] = field(default_factory=list)
+    gate_counts: list[int] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)
 
 
-# first stage + rescoring of its candidates (the threshold), the bound pass, the rescoring
-# of sparse queries' survivors, brute force for the dense queries.
-STAGES = ("first_stage", "bound", "rescore_survivors", "brute_force_dense")
+# first stage + rescoring of its candidates (the threshold) + the sample's prediction of
+# dense queries, the bound pass, the rescoring of sparse queries' survivors, the dense
+# queries (gate bound and rescoring of its survivors, or brute force).
+STAGES = ("first_stage", "bound", "rescore_survivors", "dense_queries")
 
 
 class _StageClock:
@@ -206,34 +243,88 @@ def score_ragged(
     return out_scores, out_ids
 
 
+@dataclass(frozen=True)
+class BoundItems:
+    """The item components the bound pass reads: g (N+1, P_X, d_P) in the bound dtype, the
+    largest component norm `norm`, and `error`, the largest ||g - g_index|| over items and
+    components (0 when g is the index's own tensor)."""
+
+    g: Tensor
+    norm: float
+    error: float
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.g.dtype
+
+
+@torch.no_grad()
+def bound_items(g: Tensor, dtype: torch.dtype, chunk: int = 1 << 16) -> BoundItems:
+    """g (N+1, P_X, d_P) index components -> BoundItems in `dtype` (a converted copy when
+    the dtypes differ; the norm and the conversion error are measured chunk by chunk)."""
+    if dtype not in BOUND_DTYPES:
+        raise ValueError(f"bound dtype must be float32 or bfloat16, got {dtype}")
+    same = g.dtype == dtype
+    out = g if same else g.to(dtype)
+    norm, error = 0.0, 0.0
+    for start in range(0, g.shape[0], chunk):
+        block = g[start : start + chunk].float()
+        norm = max(norm, float(block.norm(dim=-1).max()))
+        if not same:
+            diff = out[start : start + chunk].float() - block
+            error = max(error, float(diff.norm(dim=-1).max()))
+    return BoundItems(g=out, norm=norm, error=error)
+
+
+def survivor_margin(
+    f: Tensor, fq: Tensor, tau: float, threshold: Tensor, items: BoundItems
+) -> Tensor:
+    """How far below its threshold (B,) a query's bound may fall and the item still
+    survive, in logit units: f (B, P_Q, d_P) float32 query components, fq (B, P_Q, d_P) the
+    f / tau that the bound pass multiplies (in the bound dtype). Module docstring."""
+    device = f.device.type
+    if items.dtype == torch.float32:
+        tf32 = device == "cuda" and torch.backends.cuda.matmul.allow_tf32
+        cosine = torch.full_like(threshold, TF32_MARGIN if tf32 else FLOAT32_MARGIN)
+        rounding = torch.zeros_like(threshold)
+    else:
+        df = (fq.float() * tau - f).norm(dim=-1).amax(dim=1)  # (B,) cosine units
+        fn = f.norm(dim=-1).amax(dim=1)
+        accumulate = ACCUMULATION_MARGIN.get(device, ACCUMULATION_MARGIN["cuda"])
+        cosine = df * items.norm + fn * items.error + df * items.error + accumulate
+        rounding = BF16_ROUNDOFF * (threshold.abs() + cosine / tau)
+    return cosine / tau + rounding + RELATIVE_MARGIN * (1.0 + threshold.abs())
+
+
 def bound_survivors(
     f: Tensor,
-    g: Tensor,
+    items: BoundItems,
     tau: float,
     threshold: Tensor,
     exclude: Tensor | None,
-    bound_dtype: torch.dtype,
     block: int = BOUND_BLOCK,
     dense_above: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Every admissible item whose bound m(x) can reach its query's threshold.
 
-    f (B, P_Q, d_P) float32, g (N+1, P_X, d_P) (row 0 = padding), threshold (B,) float32
-    (-inf = everything survives), exclude (B, N+1) bool | None -> (rows, ids, counts): two
-    (S,) long tensors of (query, item) pairs, rows ascending, and the (B,) survivor count of
-    every query. Queries with more than `dense_above` survivors are counted but their pairs
-    are left out (the caller scores them by brute force; listing them costs time).
+    f (B, P_Q, d_P) float32, items: the (N+1) item components (row 0 = padding) in the
+    bound dtype, threshold (B,) float32 (-inf = everything survives), exclude (B, N+1) bool
+    | None -> (rows, ids, counts): two (S,) long tensors of (query, item) pairs, rows
+    ascending, and the (B,) survivor count of every query. Queries with more than
+    `dense_above` survivors are counted but their pairs are left out (the caller scores
+    them by brute force; listing them costs time).
     """
     b, p_q, d = f.shape
+    g = items.g
     n1, p_x, _ = g.shape
-    fq = (f / tau).to(bound_dtype).reshape(b * p_q, d)
-    margin = ROUNDING_MARGIN[bound_dtype] / tau + RELATIVE_MARGIN * (1.0 + threshold.abs())
-    cut = (threshold - margin).unsqueeze(1)  # (B, 1); -inf stays -inf
+    fq = (f / tau).to(items.dtype)
+    cut = (threshold - survivor_margin(f, fq, tau, threshold, items)).unsqueeze(1)  # (B, 1)
+    fq = fq.reshape(b * p_q, d)
     chunk = max(1, block // (b * p_q * p_x))
     keep = torch.empty(b, n1, dtype=torch.bool, device=f.device)
     for start in range(0, n1, chunk):
         stop = min(n1, start + chunk)
-        keep[:, start:stop] = max_logits(fq, g[start:stop].to(bound_dtype), b) >= cut
+        keep[:, start:stop] = max_logits(fq, g[start:stop], b) >= cut
     if exclude is not None:
         keep &= ~exclude
     keep[:, 0] = False  # padding
@@ -248,7 +339,8 @@ def bound_survivors(
 
 class BoundedExact:
     """Exact top-k: first-stage candidates set a threshold, the bound prunes the catalog,
-    the survivors are rescored with full MoL (dense queries by brute force)."""
+    the survivors are rescored with full MoL; dense queries are pruned by the gate bound
+    (MoL) or scored by brute force."""
 
     def __init__(
         self,
@@ -263,12 +355,16 @@ class BoundedExact:
         self.first_stage = (
             first_stage
             if first_stage is not None
-            else TopKAvg(similarity, index, self.config.first_stage_k)
+            else TopKAvg(similarity, index, self.config.first_stage_k, search_dtype=torch.bfloat16)
         )
         self.brute_force = BruteForce(similarity, index)
         self.bound_dtype = self.config.bound_dtype or index.dtype
-        # The bound pass reads g in bound_dtype; keep a converted copy when they differ.
-        self._g_bound = index.g if index.dtype == self.bound_dtype else index.g.to(self.bound_dtype)
+        # The bound pass reads g in bound_dtype (a converted copy when they differ).
+        self.bound_items = bound_items(index.g, self.bound_dtype)
+        n = index.num_items
+        sample = torch.linspace(1, n, steps=min(n, self.config.sample), device=index.device)
+        self.sample = index.gather_parts(sample.round().long().unique())
+        self.gated = isinstance(similarity, MoLSimilarity) and self.config.gate_components > 0
         self.stats = BoundedStats()
 
     @torch.no_grad()
@@ -288,20 +384,47 @@ class BoundedExact:
         cand = self.first_stage.candidates(queries, k, exclude)
         scores, _ = rescore_topk(self.similarity, queries, self.index, cand, k, exclude)
         threshold = scores[:, k - 1]  # -inf when fewer than k admissible candidates
+        f = queries.f.float()
+        share = self.sample_share(f, threshold)
+        predicted = share > self.config.dense_fraction
         clock.mark("first_stage")
+
         dense_above = int(self.config.dense_fraction * n)
-        rows, ids, counts = bound_survivors(
-            queries.f.float(),
-            self._g_bound,
-            self.similarity.tau,
-            threshold,
-            exclude,
-            self.bound_dtype,
-            self.config.block,
-            dense_above,
-        )
-        dense = counts > dense_above
+        counts = (share * n).round().long()
+        dense = predicted.clone()
+        out_scores = torch.full((b, k), NEG_INF, dtype=scores.dtype, device=scores.device)
+        out_ids = torch.zeros(b, k, dtype=torch.long, device=scores.device)
+        sparse = (~predicted).nonzero().flatten()
+        if len(sparse):
+            sub_ex = None if exclude is None else exclude[sparse]
+            rows, ids, sub_counts = bound_survivors(
+                f[sparse],
+                self.bound_items,
+                self.similarity.tau,
+                threshold[sparse],
+                sub_ex,
+                self.config.block,
+                dense_above,
+            )
+            counts[sparse] = sub_counts
+            dense[sparse] = sub_counts > dense_above
         clock.mark("bound")
+        if len(sparse) and not dense[sparse].all():
+            got = score_ragged(
+                self.similarity, queries.index_select(sparse), self.index, rows, ids, k
+            )
+            done = ~dense[sparse]
+            out_scores[sparse[done]], out_ids[sparse[done]] = got[0][done], got[1][done]
+        clock.mark("rescore_survivors")
+        heavy = dense.nonzero().flatten()
+        gate_counts: list[int] = []
+        if len(heavy):
+            sub_ex = None if exclude is None else exclude[heavy]
+            got_s, got_i, gate_counts = self.score_dense(
+                queries.index_select(heavy), threshold[heavy], k, sub_ex
+            )
+            out_scores[heavy], out_ids[heavy] = got_s, got_i
+        clock.mark("dense_queries")
         self.stats = BoundedStats(
             candidates=float(cand.shape[1]),
             survivors=float(counts.float().mean().item()),
@@ -309,21 +432,71 @@ class BoundedExact:
             extra={
                 "threshold_finite": float((threshold > NEG_INF).float().mean().item()),
                 "dense_queries": float(dense.sum().item()),
+                "predicted_dense": float(predicted.sum().item()),
             },
             counts=counts.tolist(),
+            gate_counts=gate_counts,
             stage_ms=clock.ms,
         )
-        out_scores = torch.empty(b, k, dtype=scores.dtype, device=scores.device)
-        out_ids = torch.empty(b, k, dtype=torch.long, device=scores.device)
-        if not dense.all():
-            s, i = score_ragged(self.similarity, queries, self.index, rows, ids, k)
-            sparse = ~dense
-            out_scores[sparse], out_ids[sparse] = s[sparse], i[sparse]
-        clock.mark("rescore_survivors")
-        heavy = dense.nonzero().flatten()
-        if len(heavy):
-            sub_ex = None if exclude is None else exclude[heavy]
-            s, i = self.brute_force.search(queries.index_select(heavy), k, sub_ex)
-            out_scores[heavy], out_ids[heavy] = s, i
-        clock.mark("brute_force_dense")
         return out_scores, out_ids
+
+    def sample_share(self, f: Tensor, threshold: Tensor) -> Tensor:
+        """f (B, P_Q, d_P) float32, threshold (B,) -> (B,) share of the sample items whose
+        bound m(x) (float32) reaches the threshold: the predicted survivor share."""
+        b, p_q, d = f.shape
+        m = max_logits((f / self.similarity.tau).reshape(b * p_q, d), self.sample.g, b)
+        return (m >= threshold.unsqueeze(1)).float().mean(dim=1)
+
+    def score_dense(
+        self, queries: QueryParts, threshold: Tensor, k: int, exclude: Tensor | None
+    ) -> tuple[Tensor, Tensor, list[int]]:
+        """The exact top-k of queries whose bound m(x) keeps most of the catalog: the gate
+        bound prunes the catalog for those with a finite threshold (MoL), brute force
+        scores the rest. -> (scores (B, k), ids (B, k), survivors of the gate bound per
+        query (N for those scored by brute force))."""
+        b, n = queries.batch_size, self.index.num_items
+        gate = (
+            torch.isfinite(threshold)
+            if self.gated
+            else torch.zeros_like(threshold, dtype=torch.bool)
+        )
+        out_s = torch.empty(b, k, dtype=SCORE_DTYPE, device=threshold.device)
+        out_i = torch.empty(b, k, dtype=torch.long, device=threshold.device)
+        counts = torch.full((b,), n, dtype=torch.long)
+        for use_gate in (True, False):
+            rows = (gate == use_gate).nonzero().flatten()
+            if not len(rows):
+                continue
+            qp = queries.index_select(rows)
+            sub_ex = None if exclude is None else exclude[rows]
+            if use_gate:
+                s, i, c = self.gate_bound_search(qp, threshold[rows], k, sub_ex)
+                counts[rows.cpu()] = c.cpu()
+            else:
+                s, i = self.brute_force.search(qp, k, sub_ex)
+            out_s[rows], out_i[rows] = s, i
+        return out_s, out_i, counts.tolist()
+
+    def gate_bound_search(
+        self, queries: QueryParts, threshold: Tensor, k: int, exclude: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Exact top-k from the gate bound (`recsys.similarity.mol_bound`): every admissible
+        item whose bound reaches the finite threshold (B,), less GATE_MARGIN, is rescored.
+        -> (scores (B, k), ids (B, k), survivor counts (B,))."""
+        sim = cast(MoLSimilarity, self.similarity)
+        b, n1 = queries.batch_size, self.index.num_items + 1
+        cut = threshold - GATE_MARGIN * (1.0 + threshold.abs())
+        comps = choose_gate_components(sim, queries, self.sample, cut, self.config.gate_components)
+        chunk = max(1, GATE_PAIRS // b)
+        keep = torch.empty(b, n1, dtype=torch.bool, device=threshold.device)
+        for start in range(0, n1, chunk):
+            stop = min(n1, start + chunk)
+            bound = partial_gate_bound(sim, queries, self.index.slice_parts(start, stop), comps)
+            keep[:, start:stop] = bound >= cut.unsqueeze(1)
+        if exclude is not None:
+            keep &= ~exclude
+        keep[:, 0] = False  # padding
+        counts = count_true(keep)
+        rows, ids = keep.nonzero(as_tuple=True)
+        scores, top = score_ragged(sim, queries, self.index, rows, ids, k)
+        return scores, top, counts

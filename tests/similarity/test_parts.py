@@ -19,3 +19,13 @@ def test_parts_select_slice_and_cast():
     assert ip.index_select(torch.tensor([1])).g.shape == (1, 3, 3)
     assert ip.slice(2, 5).num_items == 3
     assert qp.to(dtype=torch.float64).a_q.dtype == torch.float64
+
+
+def test_select_rows_matches_index_select_for_any_layout():
+    from recsys.similarity.parts import select_rows
+
+    idx = torch.tensor([4, 0, 4, 2])
+    for t in (torch.randn(5), torch.randn(5, 3), torch.randn(5, 2, 3), torch.randn(3, 5, 2)[0:3]):
+        torch.testing.assert_close(select_rows(t, idx[idx < t.shape[0]]), t[idx[idx < t.shape[0]]])
+    strided = torch.randn(2, 5, 3).transpose(0, 1)  # (5, 2, 3), not contiguous
+    torch.testing.assert_close(select_rows(strided, idx), strided[idx])
