@@ -21,8 +21,12 @@ min SiLU > -0.2785 gives W >= |U| e^{-0.2785}, so
 
 The bound needs the exact component logits s and the cross gate's hidden layer (every
 gate logit depends on all of s), but only |T| of the P output rows and none of the
-softmax: ~70% of the cost of the full score per pair, and on the 1M catalog it keeps
-~0.2% of the items that max_k s_k keeps for such queries (T = 4 components).
+softmax: ~85% of the cost of the full score per pair with T = 4 of 32, and on the 1M
+catalog it keeps ~0.2% of the items that max_k s_k keeps for such queries. It pays only
+when few components reach the threshold: every such component must be in T (an item
+whose unchosen logit reaches it cannot be pruned). On the trained ML-1M (P = 32) and
+Beauty (P = 64) bundles ~20 and ~40 do, and with T that large the bound costs as much
+as the score (bounded-exact then uses brute force: `BoundedConfig.gate_share`).
 
 Shapes: B queries, X items, S sample items, P = P_Q * P_X logits, T chosen components,
 H gate hidden size.
@@ -78,20 +82,39 @@ def partial_gate_bound(
 
 
 @torch.no_grad()
+def reach_share(
+    similarity: MoLSimilarity, qp: QueryParts, sample: ItemParts, cut: Tensor
+) -> Tensor:
+    """(B, P): the share of the `sample` items on which each component's logit reaches the
+    query's cut (B,). Components above REACH must have their gates computed (an item whose
+    unchosen logit reaches the cut cannot be pruned); `gate_need` counts them."""
+    s = component_logits(qp.f, sample.g, similarity.tau)  # (B, S, P)
+    return (s >= cut.view(-1, 1, 1)).float().mean(dim=1)
+
+
+def gate_need(reach: Tensor) -> Tensor:
+    """reach (B, P) -> (B,) long: 1 + the components above REACH (at most P), the fewest
+    gates worth computing."""
+    return (1 + (reach > REACH).sum(dim=1)).clamp(max=reach.shape[1])
+
+
+@torch.no_grad()
+def rank_gate_components(
+    similarity: MoLSimilarity, qp: QueryParts, sample: ItemParts, reach: Tensor
+) -> Tensor:
+    """(B, P) long, best first: the components above REACH (`reach_share`), most often
+    first, then those with the most gate mass on the sample."""
+    _, pi = similarity.score_all(qp, sample, return_gates=True)
+    mass = pi.mean(dim=1)  # (B, P), each in [0, 1]
+    key = torch.where(reach > REACH, 2.0 + reach, mass)
+    return key.argsort(dim=1, descending=True)
+
+
 def choose_gate_components(
     similarity: MoLSimilarity, qp: QueryParts, sample: ItemParts, cut: Tensor, t: int
 ) -> Tensor:
-    """The components whose gates `partial_gate_bound` should compute, per query: every
-    component whose logit reaches the query's cut (B,) on more than REACH of the items of
-    `sample` (an item whose unchosen logit reaches the cut cannot be pruned), most often
-    first, then those with the most gate mass on the sample. -> (B, T) long,
-    T = max(t, 1 + the largest number of such components in a row), at most P."""
-    s = component_logits(qp.f, sample.g, similarity.tau)  # (B, S, P)
-    p = s.shape[-1]
-    reach = (s >= cut.view(-1, 1, 1)).float().mean(dim=1)  # (B, P)
-    _, pi = similarity.score_all(qp, sample, return_gates=True)
-    mass = pi.mean(dim=1)  # (B, P), each in [0, 1]
-    common = reach > REACH
-    key = torch.where(common, 2.0 + reach, mass)
-    width = min(p, max(t, 1 + int(common.sum(dim=1).max())))
-    return key.topk(width, dim=1).indices
+    """(B, T) long: the first T of `rank_gate_components`, T = max(t, the largest
+    `gate_need`), at most P."""
+    reach = reach_share(similarity, qp, sample, cut)
+    order = rank_gate_components(similarity, qp, sample, reach)
+    return order[:, : min(order.shape[1], max(t, int(gate_need(reach).max())))]

@@ -110,7 +110,7 @@ def test_score_ragged_shares_common_items_without_leaking_them(shared_above: flo
     best = int(full[3, 1:].argmax()) + 1  # query 3's best item, left off its list
     common = [i for i in range(1, 40) if i != best][:20]
     lists = [torch.tensor(sorted(set(common) | {best, 45 + r})) for r in range(3)] + [
-        torch.tensor(common[:12] + [50, 51])
+        torch.tensor([*common[:12], 50, 51])
     ]
     rows = torch.cat([torch.full((len(x),), r) for r, x in enumerate(lists)])
     ids = torch.cat(lists)
@@ -233,6 +233,7 @@ def test_dense_queries_by_gate_bound_or_brute_force(gates: int, seed: int) -> No
         first_stage_k=10,
         dense_fraction=0.0,
         gate_components=gates,
+        gate_share=1.0,
         sample=40,
         brute_force_below=0,
     )
@@ -261,8 +262,18 @@ def test_gate_bound_is_not_used_for_dot_or_without_a_threshold() -> None:
     assert retriever.stats.gate_counts == [12] * 3
 
 
+def test_queries_needing_too_many_gates_go_to_brute_force() -> None:
+    cat = make_catalog(num_items=120, batch=6, seed=2)
+    config = BoundedConfig(dense_fraction=0.0, gate_share=0.0, sample=40, brute_force_below=0)
+    retriever = BoundedExact(cat.similarity, cat.index, config=config)
+    assert_same_topk(retriever.search(cat.queries, 7), reference_topk(cat, 7))
+    assert retriever.stats.gate_counts == [120] * 6
+
+
 def test_config_rejects_bad_gate_settings() -> None:
     with pytest.raises(ValueError, match="gate_components"):
         BoundedConfig(gate_components=-1)
+    with pytest.raises(ValueError, match="gate_share"):
+        BoundedConfig(gate_share=1.5)
     with pytest.raises(ValueError, match="sample"):
         BoundedConfig(sample=0)

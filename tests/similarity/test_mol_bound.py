@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from recsys.similarity.mol import MoLConfig, MoLSimilarity, component_logits
-from recsys.similarity.mol_bound import REACH, choose_gate_components, partial_gate_bound
+from recsys.similarity.mol_bound import (
+    REACH,
+    choose_gate_components,
+    gate_need,
+    partial_gate_bound,
+    rank_gate_components,
+    reach_share,
+)
 from recsys.similarity.parts import QueryParts
 
 CONFIG = MoLConfig(p_q=3, p_x=4, d_p=6, user_hash_size=7, mlp_hidden=8, gate_hidden=16)
@@ -73,3 +80,22 @@ def test_chosen_components_cover_those_that_reach_the_cut() -> None:
         assert len(chosen) == comps.shape[1]  # distinct
         assert set(reach[b].nonzero().flatten().tolist()) <= chosen
     assert choose_gate_components(sim, qp, sample, cut, t=40).shape[1] == 12  # at most P
+
+
+def test_ranking_puts_every_component_that_reaches_the_cut_first() -> None:
+    sim, qp, emb = make(7)
+    sample = sim.item_parts(emb)
+    with torch.no_grad():
+        s = component_logits(qp.f, sample.g, sim.tau)
+    cut = s.amax(dim=-1).quantile(0.8, dim=1)
+    reach = reach_share(sim, qp, sample, cut)
+    torch.testing.assert_close(reach, (s >= cut.view(-1, 1, 1)).float().mean(dim=1))
+    common = reach > REACH
+    assert gate_need(reach).tolist() == (1 + common.sum(dim=1)).clamp(max=12).tolist()
+    order = rank_gate_components(sim, qp, sample, reach)
+    for b in range(5):
+        assert sorted(order[b].tolist()) == list(range(12))
+        first = set(order[b, : int(common[b].sum())].tolist())
+        assert first == set(common[b].nonzero().flatten().tolist())
+    everything = reach_share(sim, qp, sample, torch.full((5,), float("-inf")))
+    assert gate_need(everything).tolist() == [12] * 5  # -inf: every gate needed
