@@ -72,8 +72,8 @@ from recsys.retrieval.topk import (
 )
 from recsys.similarity.mol import MoLSimilarity
 from recsys.similarity.mol_bound import (
+    GateBound,
     gate_need,
-    partial_gate_bound,
     rank_gate_components,
     reach_share,
 )
@@ -546,11 +546,11 @@ class BoundedExact:
         sim = cast(MoLSimilarity, self.similarity)
         b, n1 = queries.batch_size, self.index.num_items + 1
         chunk = max(1, GATE_PAIRS // b)
+        bound = GateBound(sim, queries, comps)
         keep = torch.empty(b, n1, dtype=torch.bool, device=cut.device)
         for start in range(0, n1, chunk):
             stop = min(n1, start + chunk)
-            bound = partial_gate_bound(sim, queries, self.index.slice_parts(start, stop), comps)
-            keep[:, start:stop] = bound >= cut.unsqueeze(1)
+            keep[:, start:stop] = bound(self.index.slice_parts(start, stop)) >= cut.unsqueeze(1)
         if exclude is not None:
             keep.masked_fill_(exclude, False)
         keep[:, 0] = False  # padding

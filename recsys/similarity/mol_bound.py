@@ -56,29 +56,53 @@ def partial_gate_bound(
     """Upper bound (B, X) on `similarity.score_all(qp, ip)` from the exact gate logits of
     the components comps (B, T) long (distinct within a row; module docstring). With T = P
     it is the score itself, up to float32 rounding."""
-    s = component_logits(qp.f, ip.g, similarity.tau)  # (B, X, P)
-    b, x, p = s.shape
-    t = comps.shape[1]
-    hidden = F.silu(similarity.cross_in(s))  # (B, X, H)
-    w2 = similarity.cross_out.weight[comps]  # (B, T, H)
-    bias = similarity.cross_out.bias[comps].unsqueeze(1)  # (B, 1, T)
-    z = torch.baddbmm(bias, hidden, w2.transpose(1, 2))  # (B, X, T)
-    if qp.a_q is not None and ip.a_x is not None:
-        a_x = ip.a_x.T[comps]  # (B, T, X)
-        z = z + (qp.a_q.gather(1, comps).unsqueeze(2) * a_x).transpose(1, 2)
-    h = F.silu(z)
-    s_t = s.gather(2, comps.unsqueeze(1).expand(b, x, t))  # (B, X, T)
-    if t == p:
-        return (torch.softmax(h, dim=-1) * s_t).sum(dim=-1)
-    # s is ours: hide the chosen logits in place (+ -inf) and take the max of the rest (an
-    # additive (B, 1, P) mask: ~4x cheaper than scatter_ or masked_fill_ here).
-    hide = torch.zeros(b, p, dtype=s.dtype, device=s.device).scatter_(1, comps, float("-inf"))
-    m_u = s.add_(hide.unsqueeze(1)).amax(dim=-1)  # (B, X)
-    top = h.amax(dim=-1).clamp(min=SILU_FLOOR)  # shift: no overflow in exp
-    e = torch.exp(h - top.unsqueeze(-1))
-    w = (p - t) * torch.exp(SILU_FLOOR - top)  # the least mass U can hold, same shift
-    avg = ((e * s_t).sum(dim=-1) + w * m_u) / (e.sum(dim=-1) + w)
-    return torch.maximum(m_u, avg)
+    return GateBound(similarity, qp, comps)(ip)
+
+
+class GateBound:
+    """`partial_gate_bound` for one batch of queries and components, applied to many item
+    blocks: what does not depend on the items (the scaled query components, the chosen
+    rows of the gate's output layer, the query gate terms, the mask of the chosen logits)
+    is prepared once. Shapes as `partial_gate_bound`."""
+
+    def __init__(self, similarity: MoLSimilarity, qp: QueryParts, comps: Tensor) -> None:
+        b, p_q, d = qp.f.shape
+        self.b, self.t, self.p = b, comps.shape[1], similarity.config.num_logits
+        self.fq = (qp.f / similarity.tau).reshape(b * p_q, d)
+        self.w1, self.b1 = similarity.cross_in.weight, similarity.cross_in.bias
+        # (B, H, T) as a transposed view of (B, T, H) rows: baddbmm is ~3.5x faster with
+        # this layout than with a contiguous (B, H, T) copy (measured).
+        self.w2 = similarity.cross_out.weight[comps].transpose(1, 2)
+        self.b2 = similarity.cross_out.bias[comps].unsqueeze(1)  # (B, 1, T)
+        self.a_q = None if qp.a_q is None else qp.a_q.gather(1, comps).unsqueeze(1)
+        self.cols = comps.reshape(-1)  # (B*T,) columns of a_x
+        self.comps = comps.unsqueeze(1)  # (B, 1, T)
+        # Adding it hides the chosen logits (-inf) from the max over the others.
+        hide = torch.zeros(b, self.p, dtype=qp.f.dtype, device=qp.f.device)
+        self.hide = hide.scatter_(1, comps, float("-inf")).unsqueeze(1)  # (B, 1, P)
+
+    @torch.no_grad()
+    def __call__(self, ip: ItemParts) -> Tensor:
+        """ip: X items -> (B, X) upper bounds."""
+        b, t, p = self.b, self.t, self.p
+        x, p_x, d = ip.g.shape
+        s = self.fq @ ip.g.reshape(x * p_x, d).T  # (B*P_Q, X*P_X): component_logits
+        s = s.view(b, -1, x, p_x).transpose(1, 2).reshape(b, x, p)
+        hidden = F.silu(F.linear(s, self.w1, self.b1), inplace=True)  # (B, X, H)
+        z = torch.baddbmm(self.b2, hidden, self.w2)  # (B, X, T)
+        if self.a_q is not None and ip.a_x is not None:
+            a_x = ip.a_x.index_select(1, self.cols).view(x, b, t).transpose(0, 1)
+            z.addcmul_(self.a_q, a_x)
+        h = F.silu(z, inplace=True)
+        s_t = s.gather(2, self.comps.expand(b, x, t))  # (B, X, T)
+        if t == p:
+            return (torch.softmax(h, dim=-1) * s_t).sum(dim=-1)
+        m_u = s.add_(self.hide).amax(dim=-1)  # (B, X); s is ours
+        top = h.amax(dim=-1).clamp_(min=SILU_FLOOR)  # shift: no overflow in exp
+        e = h.sub_(top.unsqueeze(-1)).exp_()
+        w = torch.exp(SILU_FLOOR - top).mul_(p - t)  # the least mass U can hold, same shift
+        avg = (e * s_t).sum(dim=-1).addcmul_(w, m_u).div_(e.sum(dim=-1).add_(w))
+        return torch.maximum(m_u, avg)
 
 
 @torch.no_grad()
