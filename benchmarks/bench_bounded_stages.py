@@ -3,9 +3,11 @@
 `recsys bench bounded_stages [--bundle PATH] [--batch 32] [--k 100]` (issue 5). On one batch
 of real user histories (seen items excluded; the same batch as `bench_retrieval.py` draws
 for that batch size), times `BoundedExact.search` (`BoundedStats.stage_ms`: first stage +
-threshold, bound pass, rescoring of the sparse queries' survivors, brute force of the dense
-queries; medians over --reps calls) for each bound dtype, records every query's survivor
-count, and times brute force on the whole batch and on the dense queries alone. Checks
+threshold, bound pass, rescoring of the sparse queries' survivors, the dense queries (gate
+bound or brute force); medians over --reps calls) for each bound dtype, records every
+query's survivor count (the sample's estimate for queries predicted dense) and the gate
+bound's survivors, and times brute force on the whole batch and on the dense queries
+alone. Checks
 that bounded-exact returned brute force's top-k (ties aside: equal score sets).
 
 Writes benchmarks/results/bounded-stages-<catalog>-<device>.json. The default bundle is
@@ -51,7 +53,8 @@ def stage_record(retriever: BoundedExact, qb, k: int, reps: int, truth) -> dict[
         totals.append(total)
         for s in STAGES:
             stages[s].append(retriever.stats.stage_ms[s])
-    counts = retriever.stats.counts
+    stats = retriever.stats
+    counts = stats.counts
     n = retriever.index.num_items
     return {
         "total_ms": statistics.median(totals),
@@ -59,8 +62,11 @@ def stage_record(retriever: BoundedExact, qb, k: int, reps: int, truth) -> dict[
         "exact": same_topk(results, truth),
         "survivors_sorted": sorted(counts),
         "survivor_fraction_mean": sum(counts) / len(counts) / n,
-        "dense_queries": int(retriever.stats.extra["dense_queries"]),
+        "dense_queries": int(stats.extra["dense_queries"]),
+        "predicted_dense": int(stats.extra.get("predicted_dense", 0)),
         "dense_above": int(retriever.config.dense_fraction * n),
+        # survivors of the gate bound for each dense query (N: scored by brute force)
+        "gate_survivors": stats.gate_counts,
     }
 
 

@@ -29,6 +29,7 @@ def test_stage_record_on_a_small_catalog() -> None:
     assert len(record["survivors_sorted"]) == 4
     assert record["survivors_sorted"] == sorted(record["survivors_sorted"])
     assert 0.0 < record["survivor_fraction_mean"] <= 1.0
+    assert len(record["gate_survivors"]) == record["dense_queries"]
 
 
 def test_missing_bundle_skips_without_writing(tmp_path: Path) -> None:
