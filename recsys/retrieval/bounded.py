@@ -371,6 +371,9 @@ def bound_survivors(
     them by brute force; listing them costs time).
     """
     b, p_q, d = f.shape
+    if b == 0:
+        none = torch.zeros(0, dtype=torch.long, device=f.device)
+        return none, none, none
     g = items.g
     n1, p_x, _ = g.shape
     fq = (f / tau).to(items.dtype)

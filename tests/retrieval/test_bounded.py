@@ -277,3 +277,11 @@ def test_config_rejects_bad_gate_settings() -> None:
         BoundedConfig(gate_share=1.5)
     with pytest.raises(ValueError, match="sample"):
         BoundedConfig(sample=0)
+
+
+def test_bound_pass_of_no_queries_is_empty() -> None:
+    cat = make_catalog(num_items=30, batch=2, seed=1)
+    items = bound_items(cat.index.g, torch.float32)
+    f = cat.queries.f[:0]
+    rows, ids, counts = bound_survivors(f, items, 0.05, torch.zeros(0), None)
+    assert rows.numel() == ids.numel() == counts.numel() == 0
