@@ -1,4 +1,5 @@
-"""Bounded-exact MoL top-k: a certified exact top-k from the bound phi <= max_k s_k.
+"""Bounded-exact MoL top-k: a certified exact top-k from the bound phi <= max_k s_k, and
+from the gate bound of `recsys.similarity.mol_bound` where that one is loose.
 
 docs/SPEC.md section 3 (our addition to the RAILS methods of Ding & Zhai, WWW'25, arXiv
 2407.15462). MoL's score is a convex combination of its component logits, phi(q, x) =
@@ -32,13 +33,20 @@ A float32 bound pass keeps a flat 2^-16 (2^-9 when CUDA is allowed TF32 matmuls)
 Empirically (1M catalog, 256 query components x 4M item components) the largest bf16
 error was 0.68 x 2^-8 in cosine units.
 
-Each query's survivors are gathered and rescored on their own (`score_ragged`), so the
-work is the number of surviving pairs. Queries whose survivors cover more than
-`dense_fraction` of the catalog (a loose bound: their threshold sits below the bound of
-most items) are scored by brute force instead, which shares contiguous item blocks across
-the batch and needs no gather: ~445 ns a pair against 660-720 ns for gathered survivors
-on the 1M catalog (one thread; benchmarks/results/bounded-stages-1M-cpu.json), so brute
-force wins above ~60-65% survivors.
+Each query's survivors are gathered and rescored on their own (`score_ragged`; items on
+the lists of most queries are scored once for all of them), so the work is about the
+number of surviving pairs. Queries whose survivors would cover more than `dense_fraction`
+of the catalog (a loose bound: their threshold sits below the bound of most items) are
+dense. They are predicted from `BoundedConfig.sample` evenly spaced items before the bound
+pass, which they skip (a query that the sample misses is found by the pass), and:
+4. for a MoL similarity, when few components reach the threshold, the gate bound (the
+   exact gates of those components and a few more; `recsys.similarity.mol_bound`) prunes
+   the catalog; its survivors, lowered by GATE_MARGIN for float32 order effects, are
+   rescored as above. Every exact top-k item has phi >= S, hence a gate bound >= S: exact;
+5. otherwise brute force scores them (it shares contiguous item blocks across the batch
+   and needs no gather).
+On the 1M catalog (benchmarks/results/bounded-stages-1M-cpu.json) 4 of 32 queries are
+dense, and the gate bound keeps 0.22-0.30% of the catalog for them.
 
 Shapes: B queries, N catalog size, P_Q / P_X components, d_P component dim, c items per
 block, K top-k.
@@ -102,7 +110,8 @@ GATE_PAIRS = MAX_PAIRS
 # An item in the survivor lists of more than this share of the queries is scored once for
 # all of them (brute-force style, ~330 ns a pair) rather than gathered for each (~600 ns a
 # pair): past 55% the pairs scored in vain cost less than the gathers they save. On the 1M
-# benchmark batch the 709k survivor pairs of 28 queries hold only 63k distinct items.
+# benchmark batch the 711k survivor pairs of 28 queries hold only 63k distinct items, and
+# rescoring them takes 361 ms with sharing, 409 ms without (blocks-1M-cpu.json).
 SHARED_ABOVE = 0.55
 
 
@@ -124,7 +133,7 @@ class BoundedConfig:
     components that reach the threshold), 0 = score them by brute force; gate_share: a
     dense query that needs more than this share of the P gates is scored by brute force
     instead (the bound then costs about as much as the score: on the trained ML-1M and
-    Beauty bundles ~20 of 32 and ~40 of 64 components reach the threshold); sample: catalog
+    Beauty bundles most components reach the threshold); sample: catalog
     items (evenly spaced ids) that predict dense queries and choose their components;
     brute_force_below: catalogs of at most this many items go straight to brute force (on
     ML-1M, 3.7k items, the first stage and the bound pass cost more than they save);

@@ -34,8 +34,8 @@ BUILD_CHUNK = 65_536
 # (query, item) pairs scored at once when rescoring candidates: bounds the (B, C, hidden)
 # intermediates of the MoL cross gate and the gathered (B, C, P_X, d_P) components to
 # 2-4 MiB, so the gate's element-wise passes run in cache (see brute_force.py). Rescoring
-# TopKAvg(1024)'s 32 x 1,024 candidates on the 1M catalog: 16.1 ms at 4,096 pairs a call,
-# 17.1 ms at 16,384; the survivors of bounded-exact: 422 vs 531 ms (bounded.py).
+# the 711k surviving pairs of bounded-exact on the 1M catalog one query at a time: 409 ms
+# at 4,096 pairs a call, 462 ms at 16,384 (benchmarks/results/blocks-1M-cpu.json).
 MAX_PAIRS = 1 << 12
 
 

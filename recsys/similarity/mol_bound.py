@@ -21,12 +21,14 @@ min SiLU > -0.2785 gives W >= |U| e^{-0.2785}, so
 
 The bound needs the exact component logits s and the cross gate's hidden layer (every
 gate logit depends on all of s), but only |T| of the P output rows and none of the
-softmax: ~85% of the cost of the full score per pair with T = 4 of 32, and on the 1M
-catalog it keeps ~0.2% of the items that max_k s_k keeps for such queries. It pays only
+softmax. On the 1M catalog (benchmarks/results/bounded-stages-1M-cpu.json) it keeps
+0.22-0.30% of the items for the 4 queries of 32 that max_k s_k leaves dense, and the gate
+pass plus rescoring takes 1.07 s against 1.39 s of brute force on them. It pays only
 when few components reach the threshold: every such component must be in T (an item
 whose unchosen logit reaches it cannot be pruned). On the trained ML-1M (P = 32) and
-Beauty (P = 64) bundles ~20 and ~40 do, and with T that large the bound costs as much
-as the score (bounded-exact then uses brute force: `BoundedConfig.gate_share`).
+Beauty (P = 64) bundles most components do (about 20 and 40 on a batch of 32 we looked
+at), and with T that large the bound costs as much as the score (bounded-exact then uses
+brute force: `BoundedConfig.gate_share`).
 
 Shapes: B queries, X items, S sample items, P = P_Q * P_X logits, T chosen components,
 H gate hidden size.
