@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     device = index.device
     truth, brute_ms = timed(lambda: brute.search(qb.qp, args.k, qb.exclude), device)
     runs = {}
-    for bound_dtype in (None, torch.bfloat16):
-        name = "index dtype" if bound_dtype is None else "bfloat16"
+    for bound_dtype in (torch.float32, torch.bfloat16):
+        name = str(bound_dtype).removeprefix("torch.")
         config = BoundedConfig(bound_dtype=bound_dtype, time_stages=True)
         retriever = BoundedExact(sim, index, config=config)
         retriever.search(qb.qp, args.k, qb.exclude)  # warm-up

@@ -58,7 +58,7 @@ DEFAULT_METHODS = (
     "topk_per_embd:128",
     "combined:32:1024",
     "bounded_exact:1024",
-    "bounded_exact:1024:bf16",
+    "bounded_exact:1024:fp32",
 )
 # A method whose warm-up call takes longer than this is timed on its quality runs only.
 SLOW_CALL_S = 2.0
@@ -88,7 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--methods",
         default=",".join(DEFAULT_METHODS),
         help="name:budget[:option] specs (topk_avg, topk_per_embd, combined, bounded_exact); "
-        "options: faiss, bf16, always (bounded_exact), pN (topk_avg probe of N items)",
+        "options: faiss, bf16 / fp32 and always (bounded_exact), pN (topk_avg probe of N "
+        "items)",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
@@ -155,7 +156,9 @@ def build_method(spec: str, bundle: Bundle, index):
     if name == "combined":
         return Combined(sim, index, nums[0], nums[1], backend)
     if name == "bounded_exact":
-        bound_dtype = torch.bfloat16 if "bf16" in opts else None
+        # "bf16" / "fp32": that bound-pass dtype; none: the default (bf16 where native).
+        dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
+        bound_dtype = next((dtypes[o] for o in opts if o in dtypes), None)
         # "always": take the bound path even on a catalog small enough for brute force.
         below = 0 if "always" in opts else BoundedConfig.brute_force_below
         config = BoundedConfig(
@@ -284,7 +287,9 @@ def bench_catalog(
     specs = [
         spec
         for spec in args.methods.split(",")
-        if not (spec.endswith(":bf16") and dtype == torch.bfloat16)  # same as the plain one
+        # on a bf16 index the bound pass is bf16 anyway: ":bf16" is the plain spec, and a
+        # float32 pass over bf16 values says nothing new
+        if not (spec.endswith((":bf16", ":fp32")) and dtype == torch.bfloat16)
     ]
     for batch in (int(b) for b in args.batches.split(",")):
         count = max(1, args.truth_queries // batch)

@@ -13,6 +13,7 @@ from recsys.retrieval.bounded import (
     bound_items,
     bound_survivors,
     max_logits,
+    native_bf16,
     score_ragged,
     survivor_margin,
 )
@@ -34,7 +35,7 @@ def test_exact_for_any_first_stage_budget(first_k: int, seed: int, dense_fractio
     assert retriever.stats.survivors >= 8
 
 
-@pytest.mark.parametrize("bound_dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("bound_dtype", [None, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("index_dtype", [torch.float32, torch.bfloat16])
 def test_exact_with_bf16_bound_or_index(index_dtype: torch.dtype, bound_dtype) -> None:
     cat = make_catalog(num_items=90, batch=6, seed=4, dtype=index_dtype)
@@ -285,3 +286,15 @@ def test_bound_pass_of_no_queries_is_empty() -> None:
     f = cat.queries.f[:0]
     rows, ids, counts = bound_survivors(f, items, 0.05, torch.zeros(0), None)
     assert rows.numel() == ids.numel() == counts.numel() == 0
+
+
+def test_default_bound_dtype_is_bf16_where_native() -> None:
+    cat = make_catalog(num_items=30, batch=2, seed=1)
+    auto = BoundedExact(cat.similarity, cat.index)
+    want = torch.bfloat16 if native_bf16(torch.device("cpu")) else torch.float32
+    assert auto.bound_dtype == want
+    config = BoundedConfig(bound_dtype=torch.float32)
+    assert BoundedExact(cat.similarity, cat.index, config=config).bound_dtype == torch.float32
+    half = make_catalog(num_items=30, batch=2, seed=1, dtype=torch.bfloat16)
+    assert BoundedExact(half.similarity, half.index).bound_dtype == torch.bfloat16
+    assert native_bf16(torch.device("meta")) is False
