@@ -141,8 +141,8 @@ def default_index_dtype(device: torch.device | str) -> torch.dtype:
     """bf16 on CUDA, float32 on CPU.
 
     Measured on the 2-core AVX512-BF16 CPU (benchmarks/results/retrieval-1M-cpu.json,
-    1M items, batch 32, k = 100): a bf16 index makes TopKAvg(1024) ~1.4x faster (179 vs
-    251 ms), but its rounding alone changes ~0.5% of the exact top-k (recall 0.995 of
+    1M items, batch 32, k = 100): a bf16 index makes TopKAvg(1024) ~1.6x faster (122 vs
+    200 ms), but its rounding alone changes ~0.5% of the exact top-k (recall 0.995 of
     bf16 brute force against float32 brute force), while float32 already meets the
     latency targets. So CPU keeps float32 (exact retrievers return exactly the model's
     top-k); pass index_dtype=torch.bfloat16 to trade that 0.5% for speed."""
