@@ -17,7 +17,6 @@ Writes benchmarks/results/blocks-<catalog>-<device>.json. The default bundle is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -27,12 +26,10 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_bounded_stages import DEFAULT_BUNDLE, same_topk
+from bench_bounded_stages import catalog_parser, ready, same_topk, write_record
 from bench_retrieval import query_batches, timed
 
-from recsys.atomic import atomic_write_text
 from recsys.bundle import load_bundle
-from recsys.malloc import tune_malloc
 from recsys.provenance import command_line, provenance
 from recsys.retrieval.bounded import (
     SHARED_ABOVE,
@@ -44,7 +41,6 @@ from recsys.retrieval.bounded import (
 from recsys.retrieval.brute_force import BruteForce, BruteForceConfig
 from recsys.retrieval.index import rescore_topk
 
-REPO = Path(__file__).resolve().parent.parent
 PAIR_CHUNKS = (2048, 4096, 8192, 32768)
 RAGGED_PAIRS = (4096, 16384)
 
@@ -115,21 +111,11 @@ def ragged_variants(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="recsys bench blocks", description=__doc__)
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    p.add_argument("--catalog", default="1M", help="name in the output file")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--k", type=int, default=100)
+    p = catalog_parser("blocks", __doc__)
     p.add_argument("--rounds", type=int, default=2, help="brute-force rounds per chunk")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
-    if not args.bundle.is_dir():
-        print(f"skipping: no bundle at {args.bundle} (run `recsys bench retrieval` first)")
+    if not ready(args):
         return 0
-    tune_malloc()
-    torch.set_num_threads(args.threads)
     bundle = load_bundle(args.bundle, index_dtype=torch.float32)
     index, sim = bundle.index, bundle.model.similarity
     qb = query_batches(bundle, args.batch, 1, seed=args.batch)[0]
@@ -149,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "brute_force_by_pair_chunk": brute,
         "survivor_rescoring": ragged,
     }
-    out = args.out_dir / f"blocks-{args.catalog}-{kind}.json"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
-    print(f"-> {out}")
+    write_record(args, "blocks", kind, payload)
     return 0
 
 

@@ -70,22 +70,44 @@ def stage_record(retriever: BoundedExact, qb, k: int, reps: int, truth) -> dict[
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="recsys bench bounded_stages", description=__doc__)
+def catalog_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The options shared by the benchmarks that time one batch of a cached catalog bundle
+    (this one and bench_blocks.py)."""
+    p = argparse.ArgumentParser(prog=f"recsys bench {name}", description=doc)
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     p.add_argument("--catalog", default="1M", help="name in the output file")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--k", type=int, default=100)
-    p.add_argument("--index-dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="as bench_retrieval.py")
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
-    args = p.parse_args(argv)
+    return p
+
+
+def ready(args: argparse.Namespace) -> bool:
+    """False (and says why) when the bundle is missing; else tunes malloc and threads."""
     if not args.bundle.is_dir():
         print(f"skipping: no bundle at {args.bundle} (run `recsys bench retrieval` first)")
-        return 0
+        return False
     tune_malloc()
     torch.set_num_threads(args.threads)
+    return True
+
+
+def write_record(args: argparse.Namespace, stem: str, device: str, payload: dict) -> None:
+    """payload -> <out-dir>/<stem>-<catalog>-<device>.json, atomically."""
+    out = args.out_dir / f"{stem}-{args.catalog}-{device}.json"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
+    print(f"-> {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = catalog_parser("bounded_stages", __doc__)
+    p.add_argument("--index-dtype", choices=["float32", "bfloat16"], default="float32")
+    args = p.parse_args(argv)
+    if not ready(args):
+        return 0
     bundle = load_bundle(args.bundle, index_dtype=torch.float32)
     index = bundle.index.to(dtype=getattr(torch, args.index_dtype))
     sim = bundle.model.similarity
@@ -132,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "stages": list(STAGES),
         "runs": runs,
     }
-    out = args.out_dir / f"bounded-stages-{args.catalog}-{kind}.json"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
-    print(f"-> {out}")
+    write_record(args, "bounded-stages", kind, payload)
     return 0
 
 
