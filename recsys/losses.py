@@ -15,12 +15,19 @@ import torch
 from torch import Tensor
 
 
-def sampled_softmax_rows(pos: Tensor, neg: Tensor, neg_valid: Tensor | None = None) -> Tensor:
+def sampled_softmax_rows(
+    pos: Tensor, neg: Tensor, neg_valid: Tensor | None = None, offset: Tensor | None = None
+) -> Tensor:
     """Per-row sampled-softmax loss.
 
     pos (n,) positive logits, neg (n, R) negative logits, neg_valid (n, R) bool (False =
-    masked out, e.g. the negative equals the positive) -> (n,) `logsumexp - pos` (at least fp32).
+    masked out, e.g. the negative equals the positive), offset (R,) or (n, R) added to the
+    negative logits (the sampling correction: -log(R q_j) for a negative drawn with
+    probability q_j, so that the loss estimates the softmax over the whole catalog; None = 0)
+    -> (n,) `logsumexp - pos` (at least fp32).
     """
+    if offset is not None:
+        neg = neg + offset.to(neg.dtype)
     logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
     if neg_valid is not None:
@@ -29,11 +36,13 @@ def sampled_softmax_rows(pos: Tensor, neg: Tensor, neg_valid: Tensor | None = No
     return torch.logsumexp(logits, dim=1) - logits[:, 0]
 
 
-def sampled_softmax_loss(pos: Tensor, neg: Tensor, neg_valid: Tensor | None = None) -> Tensor:
+def sampled_softmax_loss(
+    pos: Tensor, neg: Tensor, neg_valid: Tensor | None = None, offset: Tensor | None = None
+) -> Tensor:
     """Mean over rows of `sampled_softmax_rows` (0, still differentiable, for zero rows)."""
     if pos.shape[0] == 0:
         return pos.sum() * 0.0 + neg.sum() * 0.0
-    return sampled_softmax_rows(pos, neg, neg_valid).mean()
+    return sampled_softmax_rows(pos, neg, neg_valid, offset).mean()
 
 
 FULL_CHUNK_ELEMENTS = 1 << 20  # logits of one chunk: 4 MiB in fp32

@@ -64,6 +64,12 @@ class SASRecBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(c.dim)
         self.ffn_in = nn.Linear(c.dim, c.hidden)
         self.ffn_out = nn.Linear(c.hidden, c.dim)
+        # The reference (SPEC section 1): xavier-normal on every block weight, zero attention
+        # biases (torch's MultiheadAttention), the FFN's biases as torch's Conv1d leaves them.
+        for layer in (self.qkv, self.proj, self.ffn_in, self.ffn_out):
+            nn.init.xavier_normal_(layer.weight)
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: Tensor, last: Tensor | None = None) -> Tensor:
         """x (B, T, D) -> (B, T, D); with `last` (B,) long only the rows at those positions,
@@ -99,7 +105,13 @@ class SASRec(nn.Module):
         super().__init__()
         self.config = config
         self.pos_emb = nn.Embedding(config.max_len, config.dim)
-        nn.init.normal_(self.pos_emb.weight, 0.0, 0.02)
+        # The reference's SASRec keeps its position table at truncated N(0, 1/D).
+        nn.init.trunc_normal_(
+            self.pos_emb.weight,
+            std=config.dim**-0.5,
+            a=-2 * config.dim**-0.5,
+            b=2 * config.dim**-0.5,
+        )
         self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_blocks))
 
     def forward(

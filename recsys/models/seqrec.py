@@ -12,13 +12,22 @@ Negatives (`NegativesConfig.kind`):
   of the batch: one dense (rows, R) scoring pass, the cheap default.
 - "per_position": R uniform negatives per position (item parts of the distinct ones only).
 - "in_batch": R targets drawn uniformly from the batch's supervised positions, shared by
-  every position, so negatives follow the data's item popularity (no logQ correction).
+  every position, so negatives follow the data's item popularity.
+- "mixed": R shared negatives, a fraction `in_batch_fraction` of them in-batch targets and
+  the rest uniform (popular items as hard negatives, tail items still covered).
 - "full": every catalog item 1..N is a negative of every position (`num` is ignored): the
   loss is the exact softmax cross-entropy over the catalog, as RecBole's SASRec trains. One
   dense (rows, N) pass, like "shared" with R = N: cheap for a dot product over a catalog of
   a few thousand items, N/R times the shared cost for MoL.
 A negative equal to the row's positive is masked out in every case (for "full": the
 positive is counted once).
+
+`correction` (the logQ correction of sampled softmax; Bengio & Senecal 2008, Yi et al.,
+RecSys'19) adds -log(E[times item j is drawn]) to each negative's logit, so that the loss
+estimates the softmax over the whole catalog: log(N/R) for R uniform draws,
+-log(R_b c_j / n + R_u / N) when R_b of the draws pick one of the batch's n targets (c_j of
+which are item j) and R_u are uniform. Without it, R uniform negatives on a long-tailed
+catalog are mostly tail items, and ranking popular items above them already wins the loss.
 
 Shapes: B batch, T sequence length, D model dim, N catalog size (ids 1..N, 0 = padding),
 n supervised positions, R negatives, P = P_Q * P_X.
@@ -27,6 +36,7 @@ n supervised positions, R negatives, P = P_Q * P_X.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,7 +53,7 @@ from recsys.similarity.parts import ItemParts, QueryParts
 LN_EPS = 1e-6
 ENCODER_TYPES: dict[str, type] = {"hstu": HSTUConfig, "sasrec": SASRecConfig}
 SIMILARITY_TYPES: dict[str, type] = {"dot": DotConfig, "mol": MoLConfig}
-NEGATIVE_KINDS = ("shared", "per_position", "in_batch", "full")
+NEGATIVE_KINDS = ("shared", "per_position", "in_batch", "mixed", "full")
 
 
 def _tagged(config: Any, types: dict[str, type]) -> dict[str, Any]:
@@ -122,8 +132,10 @@ class NegativesConfig:
     """How the sampled softmax draws its R = `num` negatives (see the module docstring;
     "full" uses the whole catalog and ignores `num`)."""
 
-    kind: Literal["shared", "per_position", "in_batch", "full"] = "shared"
+    kind: Literal["shared", "per_position", "in_batch", "mixed", "full"] = "shared"
     num: int = 128
+    correction: bool = False
+    in_batch_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if self.kind not in NEGATIVE_KINDS:
@@ -132,6 +144,17 @@ class NegativesConfig:
             )
         if isinstance(self.num, bool) or not isinstance(self.num, int) or self.num < 1:
             raise ValueError(f"NegativesConfig.num must be an integer >= 1, got {self.num!r}")
+        if not isinstance(self.correction, bool):
+            raise ValueError(
+                f"NegativesConfig.correction must be a boolean, got {self.correction!r}"
+            )
+        if not 0.0 < self.in_batch_fraction < 1.0:
+            raise ValueError(
+                "NegativesConfig.in_batch_fraction must be in (0, 1), "
+                f"got {self.in_batch_fraction!r}"
+            )
+        if self.kind == "full" and self.correction:
+            raise ValueError("NegativesConfig.correction does not apply to kind 'full'")
 
 
 def build_encoder(config: HSTUConfig | SASRecConfig) -> nn.Module:
@@ -214,19 +237,37 @@ class SeqRecModel(nn.Module):
 
     def _negatives(
         self, targets: Tensor, negatives: NegativesConfig
-    ) -> tuple[Tensor, Tensor | None, Tensor]:
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
         """targets (n,) -> (negative item ids (R,) or distinct ids (U,), idx (n, R) | None,
-        valid (n, R) bool). Sampled kinds only ("full" uses the catalog as it is)."""
+        valid (n, R) bool, logit offset (R,) | None). Sampled kinds only ("full" uses the
+        catalog as it is); the offset is the logQ correction when asked for."""
         n, r, device = targets.shape[0], negatives.num, targets.device
+        num_items = self.num_items
         if negatives.kind == "per_position":
-            ids = torch.randint(1, self.num_items + 1, (n, r), device=device)
+            ids = torch.randint(1, num_items + 1, (n, r), device=device)
             distinct, idx = torch.unique(ids, return_inverse=True)
-            return distinct, idx.view(n, r), ids != targets.unsqueeze(1)
-        if negatives.kind == "in_batch":
-            ids = targets[torch.randint(0, n, (r,), device=device)]
-        else:
-            ids = torch.randint(1, self.num_items + 1, (r,), device=device)
-        return ids, None, ids.unsqueeze(0) != targets.unsqueeze(1)
+            offset = None
+            if negatives.correction:
+                offset = torch.full((1,), math.log(num_items / r), device=device)
+            return distinct, idx.view(n, r), ids != targets.unsqueeze(1), offset
+        r_batch = {"in_batch": r, "mixed": round(r * negatives.in_batch_fraction)}.get(
+            negatives.kind, 0
+        )
+        r_uniform = r - r_batch
+        ids = torch.cat(
+            [
+                targets[torch.randint(0, n, (r_batch,), device=device)],
+                torch.randint(1, num_items + 1, (r_uniform,), device=device),
+            ]
+        )
+        offset = None
+        if negatives.correction:
+            expected = torch.full((r,), r_uniform / num_items, device=device)
+            if r_batch:
+                counts = torch.bincount(targets, minlength=num_items + 1)
+                expected = expected + r_batch * counts[ids].float() / n
+            offset = -torch.log(expected)
+        return ids, None, ids.unsqueeze(0) != targets.unsqueeze(1), offset
 
     def training_loss(
         self,
@@ -270,9 +311,9 @@ class SeqRecModel(nn.Module):
             catalog = self.item_parts().slice(1, self.num_items + 1)
             main = self.similarity.full_softmax(qp, pos[:, 0], catalog, targets - 1)
         else:
-            neg_ids, idx, valid = self._negatives(targets, negatives)
+            neg_ids, idx, valid, offset = self._negatives(targets, negatives)
             main = self.similarity.sampled_softmax(
-                qp, pos[:, 0], self.item_parts(neg_ids), idx, valid
+                qp, pos[:, 0], self.item_parts(neg_ids), idx, valid, offset=offset
             )
         aux = self.similarity.aux_losses(user_ids=row_users, gates=gates)
         loss = main + sum(aux.values()) if aux else main

@@ -83,13 +83,15 @@ class DotSimilarity(nn.Module):
         ip_neg: ItemParts,
         idx: Tensor | None = None,
         neg_valid: Tensor | None = None,
+        offset: Tensor | None = None,
     ) -> Tensor:
         """Mean sampled-softmax loss of n query rows: pos (n,) positive scores, negatives
-        shared (idx None, R items) or per row (idx (n, R)), neg_valid (n, R) bool. The (n, R)
-        scores are small for a dot product, so they are materialised in one go.
+        shared (idx None, R items) or per row (idx (n, R)), neg_valid (n, R) bool, offset
+        (R,) or (n, R) added to the negative logits (the sampling correction; None = 0).
+        The (n, R) scores are small for a dot product, so they are materialised in one go.
         """
         neg = self.score_all(qp, ip_neg) if idx is None else self.score_gathered(qp, ip_neg, idx)
-        return sampled_softmax_loss(pos, neg, neg_valid)
+        return sampled_softmax_loss(pos, neg, neg_valid, offset)
 
     def full_softmax(self, qp: QueryParts, pos: Tensor, ip: ItemParts, targets: Tensor) -> Tensor:
         """Mean softmax cross-entropy of n query rows over all X items of `ip`; targets (n,)

@@ -198,12 +198,27 @@ class MoLSimilarity(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-normal on every >= 2-D parameter (the authors' init); biases keep defaults."""
+        """The reference's init (docs/SPEC.md section 1; bailuding/rails).
+
+        Its model-level reset draws every >= 2-D MoL parameter xavier-normal. Its layers are
+        built with zero biases (item projection, gates), except the query MLP: the SwiGLU's
+        bias is a (1, 2H) parameter, so the reset draws it xavier-normal too (std
+        sqrt(2 / (1 + 2H))), and the MLP's output Linear keeps torch's default uniform bias
+        (the reference's zero-bias init is not applied to that branch). A non-zero item
+        projection bias would make every item's components nearly one vector at init.
+        """
         for param in self.parameters():
             if param.dim() >= 2:
                 nn.init.xavier_normal_(param)
-        if self.user_emb is not None:
-            with torch.no_grad():
+        for layer in (self.item_proj, self.query_gate[0], self.item_gate[0]):
+            nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.cross_in.bias)
+        nn.init.zeros_(self.cross_out.bias)
+        with torch.no_grad():
+            nn.init.xavier_normal_(self.query_mlp_in.bias.view(1, -1))
+            bound = self.query_mlp_out.in_features**-0.5
+            nn.init.uniform_(self.query_mlp_out.bias, -bound, bound)
+            if self.user_emb is not None:
                 self.user_emb.weight[0].zero_()  # unknown users stay a zero component
 
     # -- halves -----------------------------------------------------------------------
@@ -313,12 +328,14 @@ class MoLSimilarity(nn.Module):
         idx: Tensor | None = None,
         neg_valid: Tensor | None = None,
         chunk_pairs: int | None = None,
+        offset: Tensor | None = None,
     ) -> Tensor:
         """Mean sampled-softmax loss of n query rows: pos (n,) positive scores, negatives
         `ip_neg` shared by all rows (idx None, R items) or per row (idx (n, R) into U items),
-        neg_valid (n, R) bool. Scored in chunks of `chunk_pairs` (row, negative) pairs (None
-        = mol_fused's default) with a hand-written backward; equal to `score_all` / `score_gathered`
-        followed by `recsys.losses.sampled_softmax_loss`.
+        neg_valid (n, R) bool, offset (R,) or (n, R) added to the negative logits (the
+        sampling correction; None = 0). Scored in chunks of `chunk_pairs` (row, negative)
+        pairs (None = mol_fused's default) with a hand-written backward; equal to
+        `score_all` / `score_gathered` followed by `recsys.losses.sampled_softmax_loss`.
         """
         assert qp.a_q is not None and ip_neg.a_x is not None
         gate = GateWeights(
@@ -338,6 +355,7 @@ class MoLSimilarity(nn.Module):
             idx,
             neg_valid,
             chunk_pairs,
+            offset,
         )
 
     def full_softmax(self, qp: QueryParts, pos: Tensor, ip: ItemParts, targets: Tensor) -> Tensor:

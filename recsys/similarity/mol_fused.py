@@ -110,13 +110,17 @@ def negatives_chunk(
     training: bool,
     need_grads: bool,
     keep: Tensor | None = None,
+    offset: Tensor | None = None,
 ) -> ChunkGrads:
     """Summed sampled-softmax loss of c rows against their negatives, and its gradients.
 
     fs (c, P_Q, d) = f / tau in the compute dtype; g (R or U, P_X, d) compute dtype;
     a_q (c, P); a_x (R or U, P) fp32; gate weights in the compute dtype; pos (c,) fp32
     positive logits; idx (c, R) rows of g per row (None = g are R shared negatives);
-    valid (c, R) bool; keep (c*R, P) optional fixed gate-dropout mask, 1 = keep (tests).
+    valid (c, R) bool; keep (c*R, P) optional fixed gate-dropout mask, 1 = keep (tests);
+    offset (R,) or (c, R) fp32 added to the negatives' logits (the sampling correction,
+    see `recsys.losses.sampled_softmax_rows`); it shifts the softmax, not the scores, so
+    the gradients through phi are unchanged in form.
     Gradients are w.r.t. fs (the caller multiplies by 1 / tau), g, a_q, a_x, gate, pos.
     """
     c = fs.shape[0]
@@ -136,7 +140,7 @@ def negatives_chunk(
         pi = pi / pi.sum(dim=-1, keepdim=True).clamp(min=RENORM_EPS)
     s3 = s.view(c, r, -1)
     phi = (pi * s3).sum(dim=-1)  # (c, R) in acc (s is promoted)
-    logits = torch.cat([pos.unsqueeze(1), phi], dim=1)
+    logits = torch.cat([pos.unsqueeze(1), phi if offset is None else phi + offset], dim=1)
     if valid is not None:
         logits[:, 1:].masked_fill_(~valid, float("-inf"))
     lse = torch.logsumexp(logits, dim=1)
@@ -205,6 +209,7 @@ class _FusedSampledSoftmax(torch.autograd.Function):
         training: bool,
         idx: Tensor | None,
         valid: Tensor | None,
+        offset: Tensor | None,
         pos: Tensor,
         f: Tensor,
         a_q: Tensor,
@@ -216,11 +221,11 @@ class _FusedSampledSoftmax(torch.autograd.Function):
         b2: Tensor,
     ) -> Tensor:
         inputs = (pos, f, a_q, g, a_x, w1, b1, w2, b2)
-        need = any(ctx.needs_input_grad[6:])
+        need = any(ctx.needs_input_grad[7:])
         cd = compute_dtype(f)
         with torch.autocast(f.device.type, enabled=False):
             total, grads = _run_chunks(
-                chunk_rows, tau, dropout, training, idx, valid, *inputs, cd=cd, need=need
+                chunk_rows, tau, dropout, training, idx, valid, offset, *inputs, cd=cd, need=need
             )
         n = pos.shape[0]
         ctx.grads = [
@@ -233,7 +238,7 @@ class _FusedSampledSoftmax(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         scaled = [None if gr is None else gr * grad_out for gr in ctx.grads]
         ctx.grads = None
-        return (None, None, None, None, None, None, *scaled)
+        return (None, None, None, None, None, None, None, *scaled)
 
 
 def _run_chunks(
@@ -243,6 +248,7 @@ def _run_chunks(
     training: bool,
     idx: Tensor | None,
     valid: Tensor | None,
+    offset: Tensor | None,
     pos: Tensor,
     f: Tensor,
     a_q: Tensor,
@@ -263,6 +269,9 @@ def _run_chunks(
     gate = GateWeights(w1.to(cd), b1.to(cd), w2.to(cd), b2.to(cd))
     a_q32, a_x32, pos32 = a_q.to(acc), a_x.to(acc), pos.to(acc)
     total = torch.zeros((), dtype=acc, device=pos.device)
+    per_row_offset = offset is not None and offset.dim() == 2
+    if offset is not None:
+        offset = offset.to(acc)
     rows: list[list[Tensor]] = [[], [], []]  # pos, f, a_q
     shared: list[Tensor | None] = [None] * 6  # g, a_x, w1, b1, w2, b2
     for start in range(0, n, chunk_rows):
@@ -279,6 +288,7 @@ def _run_chunks(
             dropout,
             training,
             need,
+            offset=offset[start:stop] if per_row_offset else offset,
         )
         total = total + out.loss_sum
         if not need:
@@ -310,12 +320,14 @@ def fused_sampled_softmax(
     idx: Tensor | None = None,
     valid: Tensor | None = None,
     chunk_pairs: int | None = None,
+    offset: Tensor | None = None,
 ) -> Tensor:
-    """Mean over n rows of `logsumexp([pos, phi(row, negatives)]) - pos` for MoL.
+    """Mean over n rows of `logsumexp([pos, phi(row, negatives) + offset]) - pos` for MoL.
 
     pos (n,) positive logits; f (n, P_Q, d_P), a_q (n, P) the rows' query parts; g (R or
     U, P_X, d_P), a_x (R or U, P) the negatives' item parts; idx (n, R) rows of g per row
-    (None = R negatives shared by all rows); valid (n, R) bool. Differentiable in every
+    (None = R negatives shared by all rows); valid (n, R) bool; offset (R,) or (n, R) added
+    to the negatives' logits (None = 0; not differentiated). Differentiable in every
     tensor argument; the matmuls run in the autocast dtype when autocast is on.
     chunk_pairs: (row, negative) pairs per chunk (None = about CHUNK_BYTES of hidden
     activations).
@@ -332,9 +344,11 @@ def fused_sampled_softmax(
     chunk_rows = max(1, chunk_pairs // max(r, 1))
     tensors = (pos, f, a_q, g, a_x, gate.w1, gate.b1, gate.w2, gate.b2)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _FusedSampledSoftmax.apply(chunk_rows, tau, dropout, training, idx, valid, *tensors)
+        return _FusedSampledSoftmax.apply(
+            chunk_rows, tau, dropout, training, idx, valid, offset, *tensors
+        )
     cd = compute_dtype(f)
     total, _ = _run_chunks(
-        chunk_rows, tau, dropout, training, idx, valid, *tensors, cd=cd, need=False
+        chunk_rows, tau, dropout, training, idx, valid, offset, *tensors, cd=cd, need=False
     )
     return total / n

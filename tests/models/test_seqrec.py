@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -119,7 +120,8 @@ def test_query_is_the_last_valid_position(encoder, with_times):
 
 
 def reference_loss(m: SeqRecModel, ids, ts, users, negatives: NegativesConfig):
-    """Eval-mode loss one supervised position at a time (the same negatives drawn)."""
+    """Eval-mode loss one supervised position at a time (the same negatives drawn); with
+    `correction`, uniform draws add log(N / R) to every negative logit."""
     out = m.encode(ids, ts)
     rows, targets, row_users = [], [], []
     for b in range(ids.shape[0]):
@@ -140,18 +142,18 @@ def reference_loss(m: SeqRecModel, ids, ts, users, negatives: NegativesConfig):
         scores, _ = m.similarity(
             rows[i].unsqueeze(0), m.item_emb(items), users[:1] * 0 + row_users[i]
         )
-        losses.append(
-            sampled_softmax_rows(scores[0, :1], scores[:, 1:], (negs[i] != targets[i])[None])
-        )
+        neg = scores[:, 1:] + (math.log(N / r) if negatives.correction else 0.0)
+        losses.append(sampled_softmax_rows(scores[0, :1], neg, (negs[i] != targets[i])[None]))
     return torch.cat(losses).mean()
 
 
 @pytest.mark.parametrize("similarity", [DotConfig(), MOL_CFG])
 @pytest.mark.parametrize("kind", ["shared", "per_position"])
-def test_training_loss_matches_per_position_reference(similarity, kind):
+@pytest.mark.parametrize("correction", [False, True])
+def test_training_loss_matches_per_position_reference(similarity, kind, correction):
     m = model(HSTU_CFG, similarity).double().eval()
     ids, ts, users = batch()
-    neg = NegativesConfig(kind, 6)
+    neg = NegativesConfig(kind, 6, correction=correction)
     with torch.no_grad():
         torch.manual_seed(11)
         loss, logs = m.training_loss(ids, ts, users, neg)
@@ -182,6 +184,29 @@ def test_full_negatives_are_cross_entropy_over_the_catalog(similarity, first_tar
                     losses.append(F.cross_entropy(scores, ids[b, t + 1 : t + 2] - 1))
     torch.testing.assert_close(loss, torch.stack(losses).mean())
     assert logs["num_positions"].item() == len(losses)
+
+
+@pytest.mark.parametrize(("kind", "fraction"), [("in_batch", 0.5), ("mixed", 0.25), ("mixed", 0.5)])
+def test_logq_offsets_are_minus_log_expected_draws(kind, fraction):
+    """The offset of negative j is -log(R_b c_j / n + R_u / N): R_b draws from the n batch
+    targets (c_j of them item j), R_u uniform draws; masked negatives are the positive."""
+    m = model(HSTU_CFG, DotConfig())
+    targets = torch.tensor([3, 3, 3, 5, 7, 7, 9, 2])
+    r = 8
+    torch.manual_seed(0)
+    ids, idx, valid, offset = m._negatives(
+        targets, NegativesConfig(kind, r, correction=True, in_batch_fraction=fraction)
+    )
+    r_b = r if kind == "in_batch" else round(r * fraction)
+    assert idx is None and ids.shape == (r,) and offset is not None
+    assert set(ids[:r_b].tolist()) <= set(targets.tolist())
+    for j, item in enumerate(ids.tolist()):
+        count = sum(t == item for t in targets.tolist())
+        expected = r_b * count / len(targets) + (r - r_b) / N
+        assert offset[j].item() == pytest.approx(-math.log(expected), rel=1e-5)
+    assert torch.equal(valid, ids.unsqueeze(0) != targets.unsqueeze(1))
+    _, _, _, none = m._negatives(targets, NegativesConfig(kind, r, in_batch_fraction=fraction))
+    assert none is None
 
 
 def test_in_batch_negatives_and_empty_batch():

@@ -234,6 +234,47 @@ def test_xavier_normal_init_on_matrices():
     assert sim.item_proj.weight.std().item() == pytest.approx(math.sqrt(2 / (50 + 256)), rel=0.1)
 
 
+def test_biases_start_as_in_the_reference():
+    torch.manual_seed(0)
+    c = MoLConfig()
+    sim = MoLSimilarity(c, 50)
+    for layer in (sim.item_proj, sim.query_gate[0], sim.item_gate[0], sim.cross_in, sim.cross_out):
+        assert torch.count_nonzero(layer.bias) == 0
+    # The SwiGLU bias is a (1, 2H) matrix in the reference: xavier-normal over (1, 2H).
+    std = math.sqrt(2 / (1 + 2 * c.mlp_hidden))
+    assert sim.query_mlp_in.bias.std().item() == pytest.approx(std, rel=0.1)
+    bound = c.mlp_hidden**-0.5  # torch's default Linear bias, kept by the reference
+    out_bias = sim.query_mlp_out.bias
+    assert out_bias.abs().max().item() <= bound and out_bias.std().item() > 0.4 * bound
+
+
+def _mean_pairwise_cosine(x: torch.Tensor) -> float:
+    """x (X, d) -> mean cosine over the X (X - 1) ordered pairs of distinct rows."""
+    x = F.normalize(x, dim=-1)
+    c = x @ x.T
+    n = x.shape[0]
+    return ((c.sum() - c.diagonal().sum()) / (n * (n - 1))).item()
+
+
+def test_item_components_at_init_are_not_collinear_and_scores_vary():
+    """At ML-1M shapes (D 50, 8 x 4 x 64) with item embeddings as SeqRecModel draws them
+    (N(0, 0.02)) and LayerNorm-ed queries, every item component points its own way and the
+    score of one query varies across items. With torch's default biases instead, the item
+    components nearly share one direction and the scores' spread over items is ~5x smaller
+    (both fail here)."""
+    torch.manual_seed(0)
+    sim = MoLSimilarity(MoLConfig(user_id_components=0), 50).eval()
+    e = torch.randn(2000, 50) * 0.02
+    q = F.layer_norm(torch.randn(64, 50), (50,))
+    with torch.no_grad():
+        ip = sim.item_parts(e)
+        for j in range(ip.g.shape[1]):
+            assert abs(_mean_pairwise_cosine(ip.g[:, j])) < 0.05
+        scores = sim.score_all(sim.query_parts(q), ip)
+    spread = scores.std(dim=1).mean().item()
+    assert 0.4 < spread < 1.5
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

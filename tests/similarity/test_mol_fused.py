@@ -42,7 +42,7 @@ def tensors(c: int, items: int, dtype=torch.float64):
     }
 
 
-def reference_rows(t, idx, valid, tau, keep=None, training=False):
+def reference_rows(t, idx, valid, tau, keep=None, training=False, offset=None):
     """score_all / score_gathered maths + sampled_softmax_rows, through autograd."""
     if idx is None:
         s = component_logits(t["f"], t["g"], tau)
@@ -52,7 +52,7 @@ def reference_rows(t, idx, valid, tau, keep=None, training=False):
         a_x = t["a_x"][idx]
     a_qx = cross_gate(s, t["w1"], t["b1"], t["w2"], t["b2"])
     phi, _ = gate_and_combine(s, t["a_q"], a_x, a_qx, 0.0, training, keep=keep)
-    return sampled_softmax_rows(t["pos"], phi, valid)
+    return sampled_softmax_rows(t["pos"], phi, valid, offset)
 
 
 @pytest.mark.parametrize("gathered", [False, True])
@@ -100,23 +100,27 @@ def test_chunk_kernel_matches_autograd_with_dropout_mask(gathered):
 
 @pytest.mark.parametrize("gathered", [False, True])
 @pytest.mark.parametrize("chunk_pairs", [1, 11, 10_000])
-def test_fused_loss_and_gradients_match_autograd(gathered, chunk_pairs):
+@pytest.mark.parametrize("offset_shape", [None, "shared", "per_row"])
+def test_fused_loss_and_gradients_match_autograd(gathered, chunk_pairs, offset_shape):
     c, r, items = 7, 4, 5
     t = tensors(c, items if gathered else r)
     gen = torch.Generator().manual_seed(4)
     idx = torch.randint(0, items, (c, r), generator=gen) if gathered else None
     valid = torch.rand(c, r, generator=gen) > 0.25
-    ref = reference_rows(t, idx, valid, TAU).mean()
+    shape = {None: None, "shared": (r,), "per_row": (c, r)}[offset_shape]
+    offset = None if shape is None else torch.randn(shape, generator=gen, dtype=torch.float64)
+    ref = reference_rows(t, idx, valid, TAU, offset=offset).mean()
     ref_grads = torch.autograd.grad(3.0 * ref, list(t.values()))
     gate = GateWeights(t["w1"], t["b1"], t["w2"], t["b2"])
     args = (t["pos"], t["f"], t["a_q"], t["g"], t["a_x"], gate, TAU, 0.2, False, idx, valid)
-    loss = fused_sampled_softmax(*args, chunk_pairs=chunk_pairs)
+    loss = fused_sampled_softmax(*args, chunk_pairs=chunk_pairs, offset=offset)
     grads = torch.autograd.grad(3.0 * loss, list(t.values()))
     torch.testing.assert_close(loss, ref)
     for name, a, b in zip(t, grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, msg=lambda m, name=name: f"{name}: {m}")
     with torch.no_grad():
-        torch.testing.assert_close(fused_sampled_softmax(*args, chunk_pairs=chunk_pairs), ref)
+        again = fused_sampled_softmax(*args, chunk_pairs=chunk_pairs, offset=offset)
+    torch.testing.assert_close(again, ref)
 
 
 def test_module_sampled_softmax_equals_score_all_then_loss():
