@@ -102,6 +102,9 @@ class TrainingConfig:
     devices: an int >= 1 or "auto"; strategy: Lightning strategy name (ddp for multi-GPU).
     limit_train_batches: cap on training batches per epoch (smoke runs; None = all).
     eval_bf16: score validation/test in bf16 (faster; see recsys.evaluation on ties).
+    val_users: the per-epoch validation (checkpoint selection, early stopping) ranks a fixed
+    sample of this many validation users, drawn once from the seed (None = all). The selected
+    checkpoint is then evaluated on every validation and test user, as always.
     lr_schedule: `constant` (SPEC), or `linear` / `cosine` decay to 0 over all the run's
     optimiser steps (`epochs` x steps per epoch); warmup_steps: linear warm-up from 0 first.
     embedding_lr_scale: the embedding tables (items, positions, MoL user ids) train at
@@ -126,6 +129,7 @@ class TrainingConfig:
     eval_batch_size: int = 256
     eval_bf16: bool = False
     val_every_n_epochs: int = 1
+    val_users: int | None = None
     limit_train_batches: int | None = None
     log_every_n_steps: int = 20
     gradient_clip_val: float | None = None
@@ -157,6 +161,8 @@ class TrainingConfig:
             )
         if self.warmup_steps < 0:
             raise ValueError(f"TrainingConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.val_users is not None and self.val_users < 1:
+            raise ValueError(f"TrainingConfig.val_users must be None or >= 1, got {self.val_users}")
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("accelerator", self.accelerator, ACCELERATORS)

@@ -209,9 +209,11 @@ class SeqDataModule(L.LightningDataModule):
         num_workers: int = 0,
         data: SequenceDataset | None = None,
         train_stride: int | None = None,
+        val_users: int | None = None,
     ) -> None:
         super().__init__()
         self.train_stride = train_stride
+        self.val_users = val_users
         self.data_dir = Path(data_dir)
         self.max_len = max_len
         self.batch_size = batch_size
@@ -261,24 +263,32 @@ class SeqDataModule(L.LightningDataModule):
         sampler = EpochSampler(len(trainset), self.seed, True, rank, world, tag_epoch=True)
         return self._loader(trainset, sampler, self.batch_size, trainset.collate)
 
-    def eval_dataloader(self, split: SplitName) -> DataLoader:
+    def eval_dataloader(self, split: SplitName, users: int | None = None) -> DataLoader:
         """The queries of `split` in length order (little padding), sharded over ranks
-        (wrap-around duplicates are removed after gathering, by user id)."""
+        (wrap-around duplicates are removed after gathering, by user id). `users`: only a
+        fixed sample of that many queries (drawn from the seed: the same every epoch)."""
         evalset = EvalSet(self.data, split, self.max_len)
+        order = evalset.length_order()
+        if users is not None and users < len(evalset):
+            rng = np.random.default_rng((self.seed, len(evalset)))
+            chosen = np.zeros(len(evalset), dtype=bool)
+            chosen[rng.choice(len(evalset), size=users, replace=False)] = True
+            order = order[chosen[order]]  # the sample, still longest first
         rank, world = self._rank_world()
         sampler = EpochSampler(
-            len(evalset),
+            len(order),
             self.seed,
             False,
             rank,
             world,
             tag_epoch=False,
-            order=evalset.length_order(),
+            order=order,
         )
         return self._loader(evalset, sampler, self.eval_batch_size, evalset.collate)
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("valid")
+        """The epoch checks: every validation query, or the `val_users` sample."""
+        return self.eval_dataloader("valid", self.val_users)
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_dataloader("test")

@@ -212,6 +212,7 @@ def train(
         seed=t.seed,
         num_workers=t.num_workers,
         data=data,
+        val_users=t.val_users,
     )
     trainer = _trainer(config, run_dir, max_epochs or t.epochs, progress_bar, callbacks or [])
     if trainer.is_global_zero:

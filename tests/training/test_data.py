@@ -143,3 +143,21 @@ def test_datamodule_loaders(tmp_path: Path) -> None:
     val = list(dm.val_dataloader())
     assert all(b.targets is not None and b.seen is not None for b in val)
     assert sum(b.item_ids.shape[0] for b in val) == 40
+
+
+def test_validation_user_sample_is_fixed_and_test_is_whole(tmp_path: Path) -> None:
+    path = make_dataset(tmp_path / "d", num_users=40)
+    dm = SeqDataModule(path, max_len=8, batch_size=16, eval_batch_size=7, val_users=15, seed=3)
+    dm.setup("fit")
+
+    def users(loader) -> list[int]:
+        return sorted(int(u) for b in loader for u in b.user_ids)
+
+    first = users(dm.val_dataloader())
+    assert len(first) == len(set(first)) == 15
+    assert users(dm.val_dataloader()) == first  # the same sample every epoch
+    assert len(users(dm.test_dataloader())) == 40
+    other = SeqDataModule(path, max_len=8, val_users=15, seed=4)
+    assert users(other.val_dataloader()) != first
+    whole = SeqDataModule(path, max_len=8, val_users=400)
+    assert len(users(whole.val_dataloader())) == 40
