@@ -1,0 +1,51 @@
+"""benchmarks/bench_collapse.py: the spread measures, the ablations and the record."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_collapse import VARIANTS, main, mean_pairwise_cosine  # noqa: E402
+
+from tests.training.conftest import make_dataset  # noqa: E402
+
+
+def test_mean_pairwise_cosine_against_a_loop() -> None:
+    x = torch.randn(6, 4)
+    n = torch.nn.functional.normalize(x, dim=-1)
+    pairs = [float(n[i] @ n[j]) for i in range(6) for j in range(6) if i != j]
+    assert mean_pairwise_cosine(x) == pytest.approx(sum(pairs) / len(pairs), rel=1e-5)
+    assert mean_pairwise_cosine(torch.ones(5, 3)) == pytest.approx(1.0)
+
+
+def test_writes_one_row_per_variant(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "d", num_users=300, num_items=1200)
+    out = tmp_path / "collapse.json"
+    names = [
+        "dot",
+        "mol1-no-item-proj",
+        "mol1-no-query-mlp",
+        "mol1-mixed-logq",
+        "mol1-uniformity",
+        "mol1-similarity-lr0.1",
+    ]
+    argv = ["--data", str(data), "--steps", "2", "--val-users", "300", "--out", str(out)]
+    assert main([*argv, "--variants", *names]) == 0
+    record = json.loads(out.read_text())
+    assert [row["variant"] for row in record["rows"]] == names
+    for row in record["rows"]:
+        assert 0.0 <= row["hr@10"] <= 1.0 and row["steps"] == 2
+        assert -1.0 <= row["qcomp_cos"] <= 1.0 and -1.0 <= row["icomp_cos"] <= 1.0
+    assert "commit" in json.dumps(record["provenance"])
+    assert set(VARIANTS) >= set(names)
+
+
+def test_missing_dataset_skips(tmp_path: Path) -> None:
+    assert main(["--data", str(tmp_path / "none")]) == 0
