@@ -48,6 +48,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from recsys.atomic import atomic_write_text  # noqa: E402
 from recsys.dataset import SequenceDataset, load_dataset  # noqa: E402
+from recsys.diagnostics import spread  # noqa: E402
 from recsys.evaluation import EvalSet, collect_ranks  # noqa: E402
 from recsys.metrics import compute_metrics  # noqa: E402
 from recsys.models.sasrec import SASRecConfig  # noqa: E402
@@ -113,39 +114,15 @@ def ablate(model: SeqRecModel, ablation: str | None) -> None:
         raise ValueError(f"unknown ablation {ablation!r}")
 
 
-def mean_pairwise_cosine(x: torch.Tensor) -> float:
-    """x (n, d) -> mean cosine over the ordered pairs of distinct rows."""
-    x = F.normalize(x.float(), dim=-1)
-    c = x @ x.T
-    n = x.shape[0]
-    return float((c.sum() - c.diagonal().sum()) / (n * (n - 1)))
-
-
 @torch.no_grad()
 def measure(model: SeqRecModel, data: SequenceDataset, sample: np.ndarray) -> dict[str, float]:
     model.eval()
     evalset = EvalSet(data, "valid", ENCODER.max_len)
     batch = evalset.collate(list(sample[:256]))
-    q = model.query(batch.item_ids, batch.timestamps)
     items = torch.from_numpy(
         np.random.default_rng(1).choice(np.arange(1, data.num_items + 1), 1000, replace=False)
     )
-    qp, ip = model.similarity.query_parts(q, None), model.item_parts(items)
-    out = {
-        "enc_cos": mean_pairwise_cosine(q),
-        "qcomp_cos": float(
-            np.mean([mean_pairwise_cosine(qp.f[:, i]) for i in range(qp.f.shape[1])])
-        ),
-        "icomp_cos": float(
-            np.mean([mean_pairwise_cosine(ip.g[:, j]) for j in range(ip.g.shape[1])])
-        ),
-    }
-    if isinstance(model.config.similarity, MoLConfig):
-        scores, pi = model.similarity.score_all(qp, ip, return_gates=True)
-        out["gate_entropy"] = float(-(pi * torch.log(pi + 1e-9)).sum(-1).mean())
-    else:
-        scores = model.similarity.score_all(qp, ip)
-    out["score_std"] = float(scores.float().std(dim=1).mean())
+    out = spread(model, batch.item_ids, batch.timestamps, None, items)
     batches = (evalset.collate(list(sample[i : i + 512])) for i in range(0, len(sample), 512))
     ranks, top = collect_ranks(model, batches)
     metrics = compute_metrics(ranks, top, data.num_items)

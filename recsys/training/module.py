@@ -4,7 +4,8 @@ The model maths lives in `recsys.models` (a plain nn.Module); this file only wir
 Lightning: the training step calls `training_loss` and logs its parts; validation and test
 share one step that ranks the whole catalog (`recsys.evaluation.rank_batch`) and, at the end
 of the epoch, gathers the ranks of every device and logs `valid/<metric>` (or `test/...`)
-with the key names of `recsys.metrics.METRIC_KEYS`.
+with the key names of `recsys.metrics.METRIC_KEYS`. The first validation batch also logs
+`valid/spread/*` (`recsys.diagnostics`: are queries, items and scores collapsing?).
 
 Optimiser (SPEC section 1): AdamW, lr 1e-3, betas (0.9, 0.98), weight decay 1e-3 on every
 parameter, no warm-up, no schedule (the values come from TrainingConfig). Optionally a
@@ -26,10 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from recsys.diagnostics import spread
 from recsys.evaluation import SeqBatch, rank_batch
 from recsys.metrics import compute_metrics
 from recsys.models.seqrec import ModelConfig, SeqRecModel
 from recsys.training.config import TrainingConfig, build_dataclass
+
+SPREAD_ITEMS = 1000
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -128,6 +132,25 @@ class SeqRecModule(L.LightningModule):
         ranks, top = rank_batch(self.model, batch, bf16=self.training_config.eval_bf16)
         self._eval_outputs.append((batch.user_ids, ranks, top))
 
+    def _log_spread(self, batch: SeqBatch) -> None:
+        """`valid/spread/*` (recsys.diagnostics) of this batch's users against a fixed
+        sample of SPREAD_ITEMS catalog items: is the model collapsing?"""
+        if batch.item_ids.shape[0] < 2:
+            return
+        n = self.model.num_items
+        gen = torch.Generator().manual_seed(0)
+        items = torch.randperm(n, generator=gen)[: min(n, SPREAD_ITEMS)] + 1
+        values = spread(
+            self.model,
+            batch.item_ids,
+            batch.timestamps,
+            batch.user_ids,
+            items.to(batch.item_ids.device),
+        )
+        sync = self.trainer.world_size > 1
+        for name, value in values.items():
+            self.log(f"valid/spread/{name}", value, sync_dist=sync, batch_size=1)
+
     def _eval_epoch_end(self, split: str) -> None:
         outputs, self._eval_outputs = self._eval_outputs, []
         if not outputs:
@@ -161,6 +184,8 @@ class SeqRecModule(L.LightningModule):
 
     def validation_step(self, batch: SeqBatch, batch_idx: int) -> None:
         self._eval_step(batch)
+        if batch_idx == 0:
+            self._log_spread(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("valid")
