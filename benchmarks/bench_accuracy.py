@@ -4,7 +4,10 @@ For each (dataset, config) pair it prepares the dataset directory once (cached u
 --data-cache), trains with `recsys.training.run.train` (model selection on validation,
 never test), and writes benchmarks/results/<dataset>-<config>.json with every metric on
 valid and test, the popularity baseline, the selected epoch, the epochs run, the validation
-curve, wall time, device, commit and seed.
+curve, wall time, device, commit and seed. It also updates the dataset's summary,
+benchmarks/results/accuracy-<dataset>.json: one row per config (replaced when the config
+is run again), the source of the README's results tables. A resumed run's wall time adds
+the time recorded for the runs it continues.
 
     recsys bench accuracy --dataset ml-1m --config configs/ml-1m-hstu-mol.yaml
     recsys bench accuracy --dataset beauty --config configs/beauty-sasrec-mol.yaml \
@@ -67,6 +70,35 @@ def validation_curve(run_dir: Path) -> list[dict[str, float]]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
+def summary_row(result: dict, config) -> dict:
+    """One row of accuracy-<dataset>.json from a per-run result and its RunConfig."""
+    similarity = config.model["similarity"]
+    return {
+        "name": Path(result["config"]).stem,
+        "config": result["config"],
+        "encoder": config.model["encoder"]["type"],
+        "similarity": similarity["type"],
+        "negatives": config.to_dict()["training"]["negatives"],
+        "valid": result["valid"],
+        "test": result["test"],
+        "popularity": result["popularity"],
+        "selected_epoch": result["selected_epoch"],
+        "epochs_run": result["epochs_run"],
+        "wall_time_s": result["wall_time_s"],
+        "device": result["device"],
+        "commit": result["provenance"]["commit"],
+    }
+
+
+def update_summary(path: Path, dataset: str, row: dict) -> dict:
+    """Insert or replace `row` (by name) in the summary file at `path`; rows sorted by name."""
+    summary = json.loads(path.read_text()) if path.is_file() else {"dataset": dataset, "rows": []}
+    rows = [r for r in summary["rows"] if r["name"] != row["name"]] + [row]
+    summary["rows"] = sorted(rows, key=lambda r: r["name"])
+    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path | None:
     from recsys.training.config import load_config
     from recsys.training.run import train
@@ -78,6 +110,10 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
     config = load_config(config_path)
     run_dir = Path(args.runs) / f"{dataset}-{config_path.stem}"
     resume = run_dir if (run_dir / "checkpoints" / "last.ckpt").is_file() else None
+    out = RESULTS / f"{dataset}-{config_path.stem}.json"
+    earlier_s = 0.0
+    if resume is not None and out.is_file():
+        earlier_s = float(json.loads(out.read_text()).get("wall_time_s", 0.0))
     start = time.perf_counter()
     metrics = train(
         config,
@@ -87,7 +123,7 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
         max_epochs=args.max_epochs,
         progress_bar=args.progress,
     )
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start + earlier_s
     info = json.loads((run_dir / "model_config.json").read_text())
     result = {
         "dataset": dataset,
@@ -107,8 +143,8 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
         "run_dir": str(run_dir),
         "provenance": provenance(),
     }
-    out = RESULTS / f"{dataset}-{config_path.stem}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    update_summary(RESULTS / f"accuracy-{dataset}.json", dataset, summary_row(result, config))
     test = metrics["test"]
     print(
         f"{dataset} {config_path.stem}: test hr@10 {test['hr@10']:.4f} ndcg@10 "

@@ -1,0 +1,49 @@
+"""benchmarks/bench_accuracy.py: the per-dataset summary rows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_accuracy import summary_row, update_summary  # noqa: E402
+
+from recsys.training.config import load_config  # noqa: E402
+
+
+def _result(config: str, hr: float) -> dict:
+    metrics = {"hr@10": hr, "ndcg@10": hr / 2}
+    return {
+        "config": config,
+        "valid": metrics,
+        "test": metrics,
+        "popularity": {"hr@10": 0.01},
+        "selected_epoch": 3,
+        "epochs_run": 5,
+        "wall_time_s": 12.5,
+        "device": "cpu",
+        "provenance": {"commit": "abc"},
+    }
+
+
+def test_summary_rows_are_upserted_by_config_name(tmp_path: Path) -> None:
+    mol = "configs/beauty-sasrec-mol-cpu.yaml"
+    dot = "configs/beauty-sasrec-dot-cpu.yaml"
+    out = tmp_path / "accuracy-beauty.json"
+    row = summary_row(_result(mol, 0.05), load_config(REPO / mol))
+    assert row["name"] == "beauty-sasrec-mol-cpu"
+    assert (row["encoder"], row["similarity"], row["commit"]) == ("sasrec", "mol", "abc")
+    assert row["negatives"]["kind"] == "shared"
+    update_summary(out, "beauty", row)
+    update_summary(out, "beauty", summary_row(_result(dot, 0.06), load_config(REPO / dot)))
+    update_summary(out, "beauty", summary_row(_result(mol, 0.07), load_config(REPO / mol)))
+    summary = json.loads(out.read_text())
+    assert summary["dataset"] == "beauty"
+    assert [r["name"] for r in summary["rows"]] == [
+        "beauty-sasrec-dot-cpu",
+        "beauty-sasrec-mol-cpu",
+    ]
+    assert summary["rows"][1]["test"]["hr@10"] == 0.07
