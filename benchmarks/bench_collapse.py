@@ -23,8 +23,13 @@ the lr), `mol` (8 x 8 x 32, the Beauty config).
 The ablations replace one half of the similarity on the instance; the library is unchanged.
 
     recsys bench collapse --data data/beauty --steps 150
+    recsys bench collapse --data data/beauty --gradient-check
 
-Writes benchmarks/results/collapse-<dataset>-cpu.json with provenance. Skips cleanly (exit 0)
+Writes benchmarks/results/collapse-<dataset>-cpu.json with provenance. `--gradient-check`
+instead compares, in float64 on one real training batch, every parameter's gradient of the
+MoL loss through the fused, hand-differentiated negatives kernel with plain autograd
+through `score_all` + `sampled_softmax_loss` (same negatives, dropout off), for mol1 and
+mol, and writes collapse-gradcheck-<dataset>-cpu.json. Skips cleanly (exit 0)
 when the dataset directory does not exist.
 """
 
@@ -50,6 +55,7 @@ from recsys.atomic import atomic_write_text  # noqa: E402
 from recsys.dataset import SequenceDataset, load_dataset  # noqa: E402
 from recsys.diagnostics import spread  # noqa: E402
 from recsys.evaluation import EvalSet, collect_ranks  # noqa: E402
+from recsys.losses import sampled_softmax_loss  # noqa: E402
 from recsys.metrics import compute_metrics  # noqa: E402
 from recsys.models.sasrec import SASRecConfig  # noqa: E402
 from recsys.models.seqrec import ModelConfig, NegativesConfig, SeqRecModel  # noqa: E402
@@ -195,6 +201,47 @@ def run_variant(
     }
 
 
+def gradient_check(data: SequenceDataset, path: Path, similarity: MoLConfig) -> dict:
+    """Max relative gradient difference, fused kernel vs autograd, over every parameter."""
+    torch.manual_seed(0)
+    sim = dataclasses.replace(similarity, item_dropout=0.0, gate_dropout=0.0)
+    encoder = dataclasses.replace(ENCODER, dropout=0.0)
+    model = SeqRecModel(ModelConfig(data.num_items, encoder, sim)).double().train()
+    batch = next(
+        iter(SeqDataModule(path, ENCODER.max_len, batch_size=64, data=data).train_dataloader())
+    )
+    params = list(model.parameters())
+    torch.manual_seed(5)
+    fused, _ = model.training_loss(batch.item_ids, None, None, SHARED)
+    fused_grads = torch.autograd.grad(fused, params, allow_unused=True)
+    torch.manual_seed(5)  # the same draws: training_loss samples its negatives first
+    out = model.encode(batch.item_ids)
+    targets_bt = batch.item_ids[:, 1:]
+    supervised = targets_bt != 0
+    targets = targets_bt[supervised]
+    qp = model.similarity.query_parts(out[:, :-1][supervised], None)
+    distinct, inv = torch.unique(targets, return_inverse=True)
+    pos, gates = model.similarity.score_gathered(
+        qp, model.item_parts(distinct), inv.unsqueeze(1), return_gates=True
+    )
+    neg_ids = torch.randint(1, data.num_items + 1, (SHARED.num,))
+    neg = model.similarity.score_all(qp, model.item_parts(neg_ids))
+    plain = sampled_softmax_loss(pos[:, 0], neg, neg_ids.unsqueeze(0) != targets.unsqueeze(1))
+    plain = plain + sum(model.similarity.aux_losses(gates=gates).values())
+    plain_grads = torch.autograd.grad(plain, params, allow_unused=True)
+    worst = max(
+        float((a - b).norm() / b.norm().clamp(min=1e-30))
+        for a, b in zip(fused_grads, plain_grads, strict=True)
+        if a is not None and b is not None
+    )
+    return {
+        "similarity": dataclasses.asdict(sim),
+        "loss_fused": float(fused),
+        "loss_autograd": float(plain),
+        "max_relative_gradient_difference": worst,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recsys bench collapse", description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=Path("data/beauty"))
@@ -203,11 +250,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--gradient-check", action="store_true")
     args = p.parse_args(argv)
     if not args.data.exists():
         print(f"skip: no dataset at {args.data} (prepare it as the README shows)")
         return 0
     data = load_dataset(args.data)
+    results = REPO_ROOT / "benchmarks" / "results"
+    if args.gradient_check:
+        checks = [gradient_check(data, args.data, sim) for sim in (MOL1, MOL)]
+        out = args.out or results / f"collapse-gradcheck-{args.data.name}-cpu.json"
+        payload = {
+            "benchmark": "fused MoL negatives backward vs autograd, float64, one real batch",
+            "dataset": args.data.name,
+            "checks": checks,
+            "provenance": provenance(command_line("recsys bench collapse", argv)),
+        }
+        atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
+        print(json.dumps(checks, indent=1))
+        return 0
     n_valid = len(EvalSet(data, "valid", ENCODER.max_len))
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(n_valid, size=min(args.val_users, n_valid), replace=False))
@@ -216,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         row = run_variant(name, data, args.data, args.steps, sample, args.seed)
         print({k: row[k] for k in ("variant", "hr@10", "coverage@10", "qcomp_cos", "icomp_cos")})
         rows.append(row)
-    out = args.out or REPO_ROOT / "benchmarks" / "results" / f"collapse-{args.data.name}-cpu.json"
+    out = args.out or results / f"collapse-{args.data.name}-cpu.json"
     payload = {
         "benchmark": "MoL collapse ablations (fixed steps, validation user sample)",
         "dataset": args.data.name,

@@ -36,5 +36,16 @@ def test_writes_one_row_per_variant(tmp_path: Path) -> None:
     assert set(VARIANTS) >= set(names)
 
 
+def test_gradient_check_finds_the_fused_backward_exact(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "d", num_users=200, num_items=300)
+    out = tmp_path / "grad.json"
+    assert main(["--data", str(data), "--gradient-check", "--out", str(out)]) == 0
+    checks = json.loads(out.read_text())["checks"]
+    assert len(checks) == 2
+    for check in checks:
+        assert check["max_relative_gradient_difference"] < 1e-9
+        assert abs(check["loss_fused"] - check["loss_autograd"]) < 1e-9
+
+
 def test_missing_dataset_skips(tmp_path: Path) -> None:
     assert main(["--data", str(tmp_path / "none")]) == 0
