@@ -9,7 +9,11 @@ BUNDLE/
   items.parquet       item_id Int32 (1..N), item_key Utf8, count Int64, title Utf8 (optional)
   users.parquet       user_id Int32 (0..U-1), user_key Utf8
   histories.parquet   user_id Int32, item_ids List(Int32) (the most recent max_len events,
-                      oldest first), timestamps List(Int64) (when the data has times)
+                      oldest first: what the encoder reads), timestamps List(Int64) (when
+                      the data has times)
+  seen.parquet        user_id Int32, item_ids List(Int32): every item the user interacted
+                      with in the whole dataset, sorted and unique (what `exclude_seen`
+                      removes; a history longer than max_len is excluded whole)
   metadata.json       bundle_version, model_version (content hash of weights + config),
                       created_at, data (checksum, counts), metrics (validation/test, when
                       the run recorded them), source checkpoint, max_len
@@ -47,13 +51,14 @@ from recsys.models.seqrec import ModelConfig, SeqRecModel
 from recsys.retrieval.checkpoints import read_checkpoint_source
 from recsys.retrieval.index import ItemIndex, default_index_dtype, index_from_model
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: seen.parquet (whole-history exclusion)
 MODEL_FILE = "model.safetensors"
 INDEX_FILE = "index.safetensors"
 CONFIG_FILE = "config.json"
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 HISTORIES_FILE = "histories.parquet"
+SEEN_FILE = "seen.parquet"
 METADATA_FILE = "metadata.json"
 BUNDLE_FILES = (
     MODEL_FILE,
@@ -62,6 +67,7 @@ BUNDLE_FILES = (
     ITEMS_FILE,
     USERS_FILE,
     HISTORIES_FILE,
+    SEEN_FILE,
     METADATA_FILE,
 )
 VERIFY_ROWS = 16  # index rows recomputed from the weights on load
@@ -75,7 +81,8 @@ class Bundle:
 
     item_keys (N+1,) object ("" at 0), titles (N+1,) object or None, item_counts (N+1,)
     int64, user_keys (U,) object, history_items flat int32 + history_offsets (U+1,) int64
-    (user u's recent items, oldest first), history_timestamps flat int64 or None.
+    (user u's recent items, oldest first), history_timestamps flat int64 or None,
+    seen_items flat int32 + seen_offsets (U+1,) int64 (user u's whole set of items, sorted).
     """
 
     path: Path
@@ -89,6 +96,8 @@ class Bundle:
     history_items: np.ndarray
     history_offsets: np.ndarray
     history_timestamps: np.ndarray | None
+    seen_items: np.ndarray
+    seen_offsets: np.ndarray
     metadata: dict[str, Any]
 
     @property
@@ -183,6 +192,7 @@ def export_bundle_from_model(
             schema={"user_id": pl.Int32, "user_key": pl.String},
         ).write_parquet(tmp / USERS_FILE)
         _histories_frame(dataset, max_len).write_parquet(tmp / HISTORIES_FILE)
+        _seen_frame(dataset).write_parquet(tmp / SEEN_FILE)
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     return out
 
@@ -234,6 +244,19 @@ def _histories_frame(dataset: SequenceDataset, max_len: int) -> pl.DataFrame:
     return frame.with_columns(pl.exclude("user_id").fill_null([]))
 
 
+def _seen_frame(dataset: SequenceDataset) -> pl.DataFrame:
+    """One row per user: every item of the user's whole sequence, sorted and unique."""
+    users = np.repeat(np.arange(dataset.num_users, dtype=np.int32), dataset.lengths)
+    events = pl.DataFrame(
+        {"user_id": users, "item_ids": dataset.item_ids.astype(np.int32)},
+        schema={"user_id": pl.Int32, "item_ids": pl.Int32},
+    ).unique()
+    grouped = events.group_by("user_id").agg(pl.col("item_ids").sort())
+    all_users = pl.DataFrame({"user_id": np.arange(dataset.num_users, dtype=np.int32)})
+    frame = all_users.join(grouped, on="user_id", how="left", maintain_order="left")
+    return frame.with_columns(pl.col("item_ids").fill_null([]))
+
+
 # ---------------------------------------------------------------------------- load
 
 
@@ -260,7 +283,9 @@ def load_bundle(
     if version != BUNDLE_VERSION:
         raise UserError(
             f"{root / METADATA_FILE}: bundle_version {version!r} is not supported (expected "
-            f"{BUNDLE_VERSION}); re-export it with `recsys export`"
+            f"{BUNDLE_VERSION}: version 2 added {SEEN_FILE}, every item a user interacted "
+            "with, so that seen items are excluded however long the history); re-export it "
+            "with `recsys export --checkpoint RUN_DIR --out BUNDLE`"
         )
     if "model_version" not in metadata:
         raise UserError(f"{root / METADATA_FILE}: missing key 'model_version'")
@@ -288,6 +313,7 @@ def load_bundle(
     hist_items, hist_offsets, hist_times = _read_histories(
         root / HISTORIES_FILE, users.height, config.num_items
     )
+    seen_items, seen_offsets = _read_seen(root / SEEN_FILE, users.height, config.num_items)
     titles = None
     if "title" in items.columns:
         titles = np.empty(config.num_items + 1, dtype=object)
@@ -306,6 +332,8 @@ def load_bundle(
         history_items=hist_items,
         history_offsets=hist_offsets,
         history_timestamps=hist_times,
+        seen_items=seen_items,
+        seen_offsets=seen_offsets,
         metadata=metadata,
     )
 
@@ -414,3 +442,23 @@ def _read_histories(
         if len(times) != len(items):
             raise UserError(f"{path}: timestamps and item_ids lengths differ")
     return items, offsets, times
+
+
+def _read_seen(path: Path, num_users: int, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """seen.parquet -> (flat int32 ids, (U+1,) int64 offsets); each user's ids sorted, unique."""
+    frame = _read_frame(path, {"user_id": pl.Int32, "item_ids": pl.List(pl.Int32)})
+    if not frame["user_id"].equals(pl.Series("user_id", np.arange(num_users), pl.Int32)):
+        raise UserError(f"{path}: expected one row per user, user_id 0..{num_users - 1} in order")
+    lengths = frame["item_ids"].list.len().to_numpy().astype(np.int64)
+    offsets = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    items = frame["item_ids"].explode().drop_nulls().to_numpy().astype(np.int32)
+    if len(items) != offsets[-1] or (len(items) and (items.min() < 1 or items.max() > num_items)):
+        raise UserError(f"{path}: item_ids must be non-null ids in 1..{num_items}")
+    steps = np.diff(items.astype(np.int64))
+    within = np.ones(len(steps), dtype=bool)
+    within[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < len(items))] - 1] = False
+    if np.any(steps[within] <= 0):
+        bad = int(np.searchsorted(offsets, np.flatnonzero(within & (steps <= 0))[0], "right") - 1)
+        raise UserError(f"{path}: user_id {bad}: item_ids must be sorted and unique")
+    return items, offsets

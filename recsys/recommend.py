@@ -13,7 +13,9 @@ Per request:
   users use the padding row;
 - no usable history (unknown user, empty or all-unknown history) -> popularity fallback,
   flagged `fallback="popularity"`, scores = interaction counts;
-- `exclude_seen` removes the query history and the user's stored history, `exclude` removes
+- `exclude_seen` removes the query history and every item the user ever interacted with
+  (the bundle's seen sets: the whole history, not just the recent window the encoder
+  reads), `exclude` removes
   the given keys, `include_only` restricts to the given keys; all three become one
   (B, N+1) bool mask applied before the top-k, so the k results are all admissible.
 """
@@ -116,8 +118,9 @@ class Catalog:
 
     item_keys (N+1,) object (index 0 = padding), titles (N+1,) object or None,
     item_counts (N+1,) int64, user_keys (U,) object, history_items flat int32 with
-    history_offsets (U+1,) int64 (user u's recent items, oldest first), history_timestamps
-    flat int64 or None.
+    history_offsets (U+1,) int64 (user u's recent items, oldest first: the encoder's input),
+    history_timestamps flat int64 or None, seen_items flat int32 with seen_offsets (U+1,)
+    int64 (every item user u interacted with: what `exclude_seen` removes).
     """
 
     item_keys: np.ndarray
@@ -127,6 +130,8 @@ class Catalog:
     history_items: np.ndarray
     history_offsets: np.ndarray
     history_timestamps: np.ndarray | None
+    seen_items: np.ndarray
+    seen_offsets: np.ndarray
 
     def __post_init__(self) -> None:
         n1 = len(self.item_keys)
@@ -134,6 +139,8 @@ class Catalog:
             raise ValueError("item_counts/titles: expected one entry per item key (N+1)")
         if len(self.history_offsets) != len(self.user_keys) + 1:
             raise ValueError("history_offsets: expected U+1 offsets")
+        if len(self.seen_offsets) != len(self.user_keys) + 1:
+            raise ValueError("seen_offsets: expected U+1 offsets")
 
 
 @dataclass
@@ -304,6 +311,8 @@ class Recommender:
             history_items=bundle.history_items,
             history_offsets=bundle.history_offsets,
             history_timestamps=bundle.history_timestamps,
+            seen_items=bundle.seen_items,
+            seen_offsets=bundle.seen_offsets,
         )
         return cls(
             bundle.model,
@@ -411,7 +420,15 @@ class Recommender:
         else:
             query, unknown = self._ids(r.history)
             times = None  # explicit histories carry no times: see _encode
-        seen = np.concatenate([query, stored]) if r.exclude_seen else np.zeros(0, np.int32)
+        seen = np.zeros(0, np.int32)
+        if r.exclude_seen:
+            c = self.catalog
+            whole = (
+                c.seen_items[c.seen_offsets[user_id] : c.seen_offsets[user_id + 1]]
+                if user_id >= 0
+                else seen
+            )
+            seen = np.concatenate([query, whole])
         exclude, unknown_ex = self._ids(r.exclude)
         include, unknown_inc = (None, ()) if r.include_only is None else self._ids(r.include_only)
         return _Resolved(

@@ -211,3 +211,55 @@ def test_items_row_count(exported) -> None:
     pl.read_parquet(path).head(10).write_parquet(path)
     with pytest.raises(UserError, match=r"items\.parquet: 10 items, expected num_items=30"):
         load_bundle(exported[2])
+
+
+def test_seen_sets_are_whole_histories_and_served_lists_exclude_them(exported) -> None:
+    """A user with more than max_len events never gets any of them back, and the exact
+    retriever's list equals a brute-force ranking with every seen item masked."""
+    from recsys.recommend import Recommender, RecRequest
+
+    model, data, out = exported
+    b = load_bundle(out, index_dtype=torch.float32)
+    max_len = model.config.encoder.max_len
+    for u in range(data.num_users):
+        seen = b.seen_items[b.seen_offsets[u] : b.seen_offsets[u + 1]]
+        assert np.array_equal(seen, np.unique(data.sequence(u)))
+    long_users = [  # users with items older than the stored window, and only there
+        u
+        for u in range(data.num_users)
+        if set(data.sequence(u)[:-max_len]) - set(data.sequence(u)[-max_len:])
+    ]
+    assert long_users, "the toy data must have users whose old items are not in the window"
+    rec = Recommender.load(out, default_retriever="exact", device="cpu")
+    n = data.num_items
+    for u in long_users[:4]:
+        whole = np.unique(data.sequence(u))
+        got = rec.recommend([RecRequest(user_key=str(data.user_keys[u]), k=n)])[0]
+        assert not {str(data.item_keys[i]) for i in whole} & set(got.item_keys)
+        assert len(got.item_keys) == n - len(whole)
+        with torch.no_grad():
+            window = torch.from_numpy(data.sequence(u)[-max_len:].astype(np.int64))[None]
+            scores = model.score_all(window, None, torch.tensor([u]))[0]
+        scores[torch.from_numpy(whole.astype(np.int64))] = float("-inf")
+        order = torch.argsort(scores, descending=True, stable=True)[: n - len(whole)]
+        assert list(got.item_keys) == [str(data.item_keys[i]) for i in order.tolist()]
+
+
+def test_a_version_1_bundle_asks_for_a_re_export(exported) -> None:
+    out = exported[2]
+    meta = json.loads((out / "metadata.json").read_text())
+    (out / "metadata.json").write_text(json.dumps({**meta, "bundle_version": 1}))
+    with pytest.raises(UserError, match=r"seen\.parquet.*re-export"):
+        load_bundle(out)
+
+
+def test_unsorted_seen_set_is_named(exported) -> None:
+    out = exported[2]
+    frame = pl.read_parquet(out / "seen.parquet")
+    rows = frame["item_ids"].to_list()
+    rows[2] = rows[2][::-1] if len(rows[2]) > 1 else [5, 5]
+    frame.with_columns(pl.Series("item_ids", rows, pl.List(pl.Int32))).write_parquet(
+        out / "seen.parquet"
+    )
+    with pytest.raises(UserError, match=r"seen\.parquet: user_id 2: item_ids must be sorted"):
+        load_bundle(out)

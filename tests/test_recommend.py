@@ -55,14 +55,24 @@ def setup():
     lengths = rng.integers(1, 25, U)
     lengths[3] = 0  # a known user without history
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    history_items = rng.integers(1, N + 1, offsets[-1]).astype(np.int32)
+    # The seen sets hold the stored (recent) history and older items beyond it.
+    seen = [
+        np.unique(np.concatenate([history_items[offsets[u] : offsets[u + 1]], older]))
+        for u in range(U)
+        for older in [rng.integers(1, N + 1, 0 if u == 3 else 6)]
+    ]
+    seen_offsets = np.concatenate([[0], np.cumsum([len(x) for x in seen])]).astype(np.int64)
     catalog = Catalog(
         item_keys=np.array([""] + [f"i{i}" for i in range(1, N + 1)], dtype=object),
         titles=np.array([None] + [f"Title {i}" for i in range(1, N + 1)], dtype=object),
         item_counts=np.concatenate([[0], rng.integers(1, 50, N)]).astype(np.int64),
         user_keys=np.array([f"u{u}" for u in range(U)], dtype=object),
-        history_items=rng.integers(1, N + 1, offsets[-1]).astype(np.int32),
+        history_items=history_items,
         history_offsets=offsets,
         history_timestamps=np.sort(rng.integers(0, 10**7, offsets[-1])).astype(np.int64),
+        seen_items=np.concatenate(seen).astype(np.int32),
+        seen_offsets=seen_offsets,
     )
     counting = CountingModel(model)
     retrievers = {"exact": BruteForce(model), "rails": BruteForce(model)}
@@ -108,7 +118,8 @@ def reference(model, catalog, r: RecRequest, max_len: int = MAX_LEN):
         if k in keys:
             allowed[keys.index(k)] = False
     if r.exclude_seen:
-        allowed[list(hist) + list(stored)] = False
+        whole = catalog.seen_items[catalog.seen_offsets[u] : catalog.seen_offsets[u + 1]]
+        allowed[list(hist) + (list(whole) if u >= 0 else [])] = False
     if not hist:
         order = sorted(np.flatnonzero(allowed), key=lambda i: (-catalog.item_counts[i], i))
         return [keys[i] for i in order[: r.k]], [

@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export a trained model to a bundle directory (weights, item index, id maps)",
         description=(
             "Write a bundle (model.safetensors, index.safetensors, config.json, items.parquet, "
-            "users.parquet, histories.parquet, metadata.json) atomically to --out."
+            "users.parquet, histories.parquet, seen.parquet, metadata.json) atomically to --out."
         ),
     )
     p.add_argument(

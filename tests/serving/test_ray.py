@@ -235,6 +235,45 @@ def test_batch_recommendations_equal_the_library(stack, make_bundle, tmp_path):
     assert report.num_fallback == 1  # the unknown user
 
 
+def test_long_histories_never_come_back_over_http_or_in_batch(
+    stack, make_bundle, tiny_dataset, tmp_path
+):
+    """Users with items older than the bundle's recent window: nothing they interacted
+    with is served, through HTTP (both retrievers) and the Ray Data batch job."""
+    import polars as pl
+
+    from pipelines.batch_recommend import BatchRecommendConfig, run_batch_recommend
+
+    data, bundle = tiny_dataset, make_bundle(1)
+    max_len = Recommender.load(bundle).max_seq_len
+    long_users = [
+        u
+        for u in range(data.num_users)
+        if set(data.sequence(u)[:-max_len]) - set(data.sequence(u)[-max_len:])
+    ][:3]
+    assert long_users
+    seen = {
+        str(data.user_keys[u]): {str(data.item_keys[i]) for i in data.sequence(u)}
+        for u in long_users
+    }
+    k = data.num_items
+    for user, items in seen.items():
+        for retriever in ("exact", "rails"):
+            r = post(stack["client"], {"user_id": user, "k": k, "retriever": retriever})
+            assert r.status_code == 200, r.text
+            got = {i["item_id"] for i in r.json()["items"]}
+            assert got and not got & items, (user, retriever, got & items)
+    (tmp_path / "users.txt").write_text("\n".join(seen) + "\n")
+    config = BatchRecommendConfig(
+        str(bundle), str(tmp_path / "recs.parquet"), users=str(tmp_path / "users.txt"), k=k
+    )
+    run_batch_recommend(config)
+    frame = pl.read_parquet(config.out)
+    assert sorted(frame["user_key"].to_list()) == sorted(seen)
+    for user, items in zip(frame["user_key"].to_list(), frame["item_keys"].to_list(), strict=True):
+        assert items and not set(items) & seen[user]
+
+
 def test_shutdown_leaves_no_ray_processes(stack):
     from serving.local_ray import stop_local_ray
 
