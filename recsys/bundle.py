@@ -16,7 +16,8 @@ BUNDLE/
                       removes; a history longer than max_len is excluded whole)
   metadata.json       bundle_version, model_version (content hash of weights + config),
                       created_at, data (checksum, counts), metrics (validation/test, when
-                      the run recorded them), source checkpoint, max_len
+                      the run recorded them), warnings (the run's, e.g. "does not beat
+                      popularity"), source checkpoint, max_len
 ```
 
 `export_bundle` writes it atomically (`recsys.atomic.atomic_dir`: a failed export never
@@ -175,6 +176,8 @@ def export_bundle_from_model(
         "max_len": max_len,
         "data": _data_metadata(dataset),
         "metrics": metrics,
+        # The run's quality warnings (e.g. not beating popularity), repeated to every reader.
+        "warnings": list((metrics or {}).get("warnings", [])),
         "source": source,
         "index": {"stored_dtype": "float32", "rows": index.num_items + 1},
     }

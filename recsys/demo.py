@@ -80,6 +80,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         format_table({"model (test)": metrics["test"], "popularity (test)": metrics["popularity"]})
     )
+    for warning in metrics["warnings"]:
+        print(f"warning: {warning}")
 
     _step("3. export the bundle")
     bundle = export_bundle(run_dir, out / "bundle")

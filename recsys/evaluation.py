@@ -275,6 +275,20 @@ def evaluate_popularity(
     return evaluate(scorer, data, split, max_len=1, batch_size=batch_size)
 
 
+GUARD_METRICS = ("hr@10", "ndcg@10")
+
+
+def popularity_warnings(model: Mapping[str, float], popularity: Mapping[str, float]) -> list[str]:
+    """A warning (naming both figures) for each of GUARD_METRICS on which the model does not
+    beat the popularity baseline; both dicts are metrics of the same split."""
+    return [
+        f"the model does not beat popularity on validation {key}: "
+        f"{model[key]:.4f} vs popularity {popularity[key]:.4f}"
+        for key in GUARD_METRICS
+        if not model[key] > popularity[key]
+    ]
+
+
 def format_table(
     results: Mapping[str, Mapping[str, float]], keys: Iterable[str] = TABLE_KEYS
 ) -> str:

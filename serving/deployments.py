@@ -232,6 +232,7 @@ class RecommenderService:
             default_retriever=r.default_retriever,
             last_reload_error=self.last_reload_error,
             query_cache=r.query_cache.stats(),
+            warnings=list(r.metadata.get("warnings") or []),
         )
 
     async def health(self) -> Health:

@@ -136,6 +136,11 @@ class ModelInfo(BaseModel):
         default_factory=dict,
         description="Per-user query cache of this replica: size, capacity, hits, misses.",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Quality warnings recorded by training, e.g. that the model does not beat "
+        "the popularity baseline on validation.",
+    )
 
 
 class Health(BaseModel):

@@ -263,3 +263,19 @@ def test_unsorted_seen_set_is_named(exported) -> None:
     )
     with pytest.raises(UserError, match=r"seen\.parquet: user_id 2: item_ids must be sorted"):
         load_bundle(out)
+
+
+def test_training_warnings_reach_the_bundle_and_the_export_command(tmp_path, capsys) -> None:
+    data = toy_dataset(tmp_path / "data", num_users=20, num_items=30)
+    warning = "the model does not beat popularity on validation hr@10: 0.0100 vs 0.0200"
+    run = tmp_path / "run"
+    model = toy_model(data.num_items)
+    write_weights(run / "best.safetensors", model)
+    write_model_config(run, model.config, tmp_path / "data", model.config.encoder.max_len)
+    (run / "metrics.json").write_text(json.dumps({"valid": {}, "warnings": [warning]}))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["export", "--checkpoint", str(run), "--out", str(tmp_path / "b")])
+    assert args.func(args) == 0
+    assert warning in capsys.readouterr().err
+    assert load_bundle(tmp_path / "b").metadata["warnings"] == [warning]

@@ -113,3 +113,13 @@ def test_format_table() -> None:
     assert lines[0] == "| model | hr@10 | mrr |"
     assert lines[2] == "| model | 0.5000 | 0.2500 |"
     assert lines[3] == "| popularity | 0.1250 |  |"
+
+
+def test_popularity_warnings_name_both_figures() -> None:
+    from recsys.evaluation import popularity_warnings
+
+    pop = {"hr@10": 0.086, "ndcg@10": 0.04}
+    assert popularity_warnings({"hr@10": 0.1, "ndcg@10": 0.05}, pop) == []
+    (only,) = popularity_warnings({"hr@10": 0.043, "ndcg@10": 0.05}, pop)
+    assert "popularity" in only and "hr@10" in only and "0.0430" in only and "0.0860" in only
+    assert len(popularity_warnings({"hr@10": 0.086, "ndcg@10": 0.01}, pop)) == 2  # ties warn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -40,4 +41,6 @@ def _export(args: argparse.Namespace) -> int:
         f"wrote bundle {out} (model_version {bundle.model_version}, {bundle.num_items} items, "
         f"{bundle.num_users} users)"
     )
+    for warning in bundle.metadata.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0

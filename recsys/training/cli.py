@@ -92,10 +92,13 @@ def run_train(args: argparse.Namespace) -> int:
     if metrics:  # empty on non-zero DDP ranks
         table = {
             "model (valid)": metrics["valid"],
+            "popularity (valid)": metrics["popularity_valid"],
             "model (test)": metrics["test"],
             "popularity (test)": metrics["popularity"],
         }
         print(format_table(table))
+        for warning in metrics["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -38,7 +38,13 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from recsys.dataset import SequenceDataset, load_dataset
 from recsys.errors import UserError
-from recsys.evaluation import PopularityScorer, evaluate, training_item_counts, write_json
+from recsys.evaluation import (
+    PopularityScorer,
+    evaluate,
+    popularity_warnings,
+    training_item_counts,
+    write_json,
+)
 from recsys.models.seqrec import SeqRecModel
 from recsys.training import rundir
 from recsys.training.config import RunConfig, synth_config
@@ -161,14 +167,20 @@ def final_metrics(
     batch_size: int,
     device: torch.device,
     bf16: bool = False,
-) -> dict[str, dict[str, float]]:
-    """{"valid": model on valid, "test": model on test, "popularity": popularity on test}."""
+) -> dict[str, Any]:
+    """{"valid": model on valid, "test": model on test, "popularity": popularity on test,
+    "popularity_valid": popularity on valid, "warnings": [...]}: a warning for each of
+    hr@10 / ndcg@10 on which the model does not beat popularity on validation."""
     model = model.to(device).eval()
     popularity = PopularityScorer(training_item_counts(data)).to(device)
+    valid = evaluate(model, data, "valid", max_len, batch_size, device, bf16)
+    popularity_valid = evaluate(popularity, data, "valid", max_len, batch_size, device)
     return {
-        "valid": evaluate(model, data, "valid", max_len, batch_size, device, bf16),
+        "valid": valid,
         "test": evaluate(model, data, "test", max_len, batch_size, device, bf16),
         "popularity": evaluate(popularity, data, "test", max_len, batch_size, device),
+        "popularity_valid": popularity_valid,
+        "warnings": popularity_warnings(valid, popularity_valid),
     }
 
 
@@ -180,7 +192,7 @@ def train(
     max_epochs: int | None = None,
     progress_bar: bool = True,
     callbacks: list[Callback] | None = None,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Any]:
     """Train `config`, write the run directory, return metrics.json's content.
 
     data_dir overrides config.data.path; out_dir defaults to runs/<config.name>; resume is a
@@ -233,7 +245,7 @@ def _finish(
     data: SequenceDataset,
     data_path: Path,
     run_dir: Path,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Any]:
     """Reload the best checkpoint, write weights + config, evaluate, write metrics.json."""
     best = _best_checkpoint(trainer)
     model = module.model

@@ -34,6 +34,7 @@ class FakeRecommender:
             "model_version": version,
             "created_at": "2026-01-01T00:00:00+00:00",
             "metrics": {"test": {"hr@10": 0.5}},
+            "warnings": ["the model does not beat popularity on validation hr@10: 0.1 vs 0.2"],
         }
         self.retrievers = {"exact": None, "rails": None}
         self.gate = gate
@@ -206,6 +207,7 @@ def test_good_requests(client: TestClient):
     assert client.get("/healthz").json() == {"status": "ok", "model_version": "v1"}
     info = client.get("/v1/model").json()
     assert info["num_items"] == 3 and info["metrics"] == {"test": {"hr@10": 0.5}}
+    assert len(info["warnings"]) == 1 and "popularity" in info["warnings"][0]
     assert "/v1/recommend" in client.get("/openapi.json").json()["paths"]
 
 

@@ -46,8 +46,9 @@ def test_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert run_cli([*argv, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "| model (test) |" in out and "| popularity (test) |" in out
+    assert "| popularity (valid) |" in out
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"valid", "test", "popularity"}
+    assert set(metrics) == {"valid", "test", "popularity", "popularity_valid", "warnings"}
 
     result = tmp_path / "eval.json"
     assert run_cli(["evaluate", "--run", str(run), "--out", str(result)]) == 0

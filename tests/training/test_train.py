@@ -74,9 +74,10 @@ def test_short_run_beats_popularity(tmp_path: Path) -> None:
     data_dir = make_dataset(tmp_path / "data", num_users=200, num_items=50, timestamps=True)
     run = tmp_path / "run"
     metrics = train(tiny_config("hstu", "mol", epochs=12), data_dir, run, progress_bar=False)
-    assert set(metrics) == {"valid", "test", "popularity"}
-    for part in metrics.values():
-        assert list(part) == list(METRIC_KEYS)
+    assert set(metrics) == {"valid", "test", "popularity", "popularity_valid", "warnings"}
+    for name in ("valid", "test", "popularity", "popularity_valid"):
+        assert list(metrics[name]) == list(METRIC_KEYS)
+    assert metrics["warnings"] == []  # it beats popularity: nothing to warn about
     assert metrics["test"]["hr@10"] >= 2 * metrics["popularity"]["hr@10"]
     assert metrics["valid"]["hr@10"] >= 2 * metrics["popularity"]["hr@10"]
 
