@@ -32,17 +32,22 @@ from recsys.provenance import REPO_ROOT, provenance
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
-# name -> file inside the shared data directory (all in the one-line-per-user format).
+# name -> file inside the shared data directory (one line per user, except ML-100K's
+# official u.data, which carries timestamps).
 DATASETS = {
     "ml-1m": "ml-1m/sequences.txt",
+    "ml-100k": "ml-100k/u.data",
     "beauty": "amazon/Beauty.txt",
     "sports": "amazon/Sports_and_Outdoors.txt",
 }
+FORMATS = {"ml-100k": "movielens"}
 
 
 def prepared(dataset: str, cache: Path) -> Path | None:
     """The prepared dataset directory for `dataset`, built on first use; None if no data."""
-    return prepared_sequences(DATASETS[dataset], cache / dataset)
+    return prepared_sequences(
+        DATASETS[dataset], cache / dataset, FORMATS.get(dataset, "sequences")
+    )
 
 
 def epochs_run(run_dir: Path) -> int | None:
