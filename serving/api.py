@@ -16,9 +16,11 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from serving.schemas import Health, ModelInfo, RecommendRequest, RecommendResponse
 
@@ -50,6 +52,19 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{_where(loc)}: {error.get('msg')}"
 
 
+async def _http_error(request: Request, exc: Exception) -> Any:
+    """FastAPI answers a body it cannot even decode (bytes that are not UTF-8 JSON) with a
+    bare 400; it is a malformed body like any other, so it gets the same 422 shape (the
+    OpenAPI document declares 400 for `Rejection` only). Other HTTP errors pass through."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code != 400:
+        return await http_exception_handler(request, exc)
+    error = {"loc": ["body"], "msg": str(exc.detail), "type": "body_unreadable"}
+    return JSONResponse(
+        status_code=422, content={"detail": [error], "message": f"body: {exc.detail}"}
+    )
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # The offending input is not echoed back: it can be a 1000-item list.
@@ -69,6 +84,7 @@ def build_api(backend: Backend) -> FastAPI:
         version="1",
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
 
     @app.post(
         "/v1/recommend",

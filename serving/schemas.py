@@ -2,8 +2,8 @@
 
 Item and user ids in the API are the original keys (strings, e.g. MovieLens movie ids),
 never the internal dense indices. Requests are strict: unknown fields, wrong JSON types
-(`"k": "10"`, `"history": [1, 2]`) and out-of-range values are rejected with a 422 whose
-`detail` names the field.
+(`"k": "10"`, `"k": 2.5`, `"history": [1, 2]`) and out-of-range values are rejected with a
+422 whose `detail` names the field; `"k": 745.0` is the integer 745, as in JSON Schema.
 
 Caps (also in the OpenAPI docs): a history holds at most `MAX_HISTORY` items (the encoder
 reads only the most recent `max_seq_len` of them; the rest only count as "seen"), `exclude`
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from recsys.recommend import MAX_K, RecRequest, RecResult
 
@@ -24,6 +24,19 @@ MAX_FILTER_ITEMS = 10_000
 MAX_KEY_LENGTH = 256
 
 Key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH)]
+
+
+def _integral(value: object) -> object:
+    """JSON Schema's "integer" includes numbers with a zero fraction (`745.0`), so the API
+    accepts them as the integer they equal; any other float is left for the strict int
+    check to reject (booleans are not numbers here)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer as JSON Schema defines it: 745 and 745.0 alike, never "745", 745.5 or true.
+JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 
 class RecommendRequest(BaseModel):
@@ -44,7 +57,7 @@ class RecommendRequest(BaseModel):
         "history as the query; unknown items are ignored and listed in `unknown_items`; an "
         "empty or all-unknown history gets the popularity fallback.",
     )
-    k: int = Field(
+    k: JsonInt = Field(
         default=10, ge=1, le=MAX_K, description=f"Number of items to return (1..{MAX_K})."
     )
     exclude_seen: bool = Field(
