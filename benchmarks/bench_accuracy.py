@@ -45,9 +45,7 @@ FORMATS = {"ml-100k": "movielens"}
 
 def prepared(dataset: str, cache: Path) -> Path | None:
     """The prepared dataset directory for `dataset`, built on first use; None if no data."""
-    return prepared_sequences(
-        DATASETS[dataset], cache / dataset, FORMATS.get(dataset, "sequences")
-    )
+    return prepared_sequences(DATASETS[dataset], cache / dataset, FORMATS.get(dataset, "sequences"))
 
 
 def epochs_run(run_dir: Path) -> int | None:

