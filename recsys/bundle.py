@@ -428,15 +428,7 @@ def _read_items(path: Path, num_items: int) -> pl.DataFrame:
 def _read_histories(
     path: Path, num_users: int, num_items: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    frame = _read_frame(path, {"user_id": pl.Int32, "item_ids": pl.List(pl.Int32)})
-    if not frame["user_id"].equals(pl.Series("user_id", np.arange(num_users), pl.Int32)):
-        raise UserError(f"{path}: expected one row per user, user_id 0..{num_users - 1} in order")
-    lengths = frame["item_ids"].list.len().to_numpy().astype(np.int64)
-    offsets = np.zeros(num_users + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    items = frame["item_ids"].explode().drop_nulls().to_numpy().astype(np.int32)
-    if len(items) != offsets[-1] or (len(items) and (items.min() < 1 or items.max() > num_items)):
-        raise UserError(f"{path}: item_ids must be non-null ids in 1..{num_items}")
+    frame, items, offsets = _read_id_lists(path, num_users, num_items)
     times = None
     if "timestamps" in frame.columns:
         if frame.schema["timestamps"] != pl.List(pl.Int64):
@@ -449,6 +441,21 @@ def _read_histories(
 
 def _read_seen(path: Path, num_users: int, num_items: int) -> tuple[np.ndarray, np.ndarray]:
     """seen.parquet -> (flat int32 ids, (U+1,) int64 offsets); each user's ids sorted, unique."""
+    _, items, offsets = _read_id_lists(path, num_users, num_items)
+    steps = np.diff(items.astype(np.int64))
+    within = np.ones(len(steps), dtype=bool)  # False where a step crosses to the next user
+    within[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < len(items))] - 1] = False
+    if np.any(steps[within] <= 0):
+        bad = int(np.searchsorted(offsets, np.flatnonzero(within & (steps <= 0))[0], "right") - 1)
+        raise UserError(f"{path}: user_id {bad}: item_ids must be sorted and unique")
+    return items, offsets
+
+
+def _read_id_lists(
+    path: Path, num_users: int, num_items: int
+) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """A per-user Parquet file (user_id Int32 0..U-1 in order, item_ids List(Int32) of ids in
+    1..N) -> (frame, flat int32 ids, (U+1,) int64 offsets)."""
     frame = _read_frame(path, {"user_id": pl.Int32, "item_ids": pl.List(pl.Int32)})
     if not frame["user_id"].equals(pl.Series("user_id", np.arange(num_users), pl.Int32)):
         raise UserError(f"{path}: expected one row per user, user_id 0..{num_users - 1} in order")
@@ -458,10 +465,4 @@ def _read_seen(path: Path, num_users: int, num_items: int) -> tuple[np.ndarray, 
     items = frame["item_ids"].explode().drop_nulls().to_numpy().astype(np.int32)
     if len(items) != offsets[-1] or (len(items) and (items.min() < 1 or items.max() > num_items)):
         raise UserError(f"{path}: item_ids must be non-null ids in 1..{num_items}")
-    steps = np.diff(items.astype(np.int64))
-    within = np.ones(len(steps), dtype=bool)
-    within[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < len(items))] - 1] = False
-    if np.any(steps[within] <= 0):
-        bad = int(np.searchsorted(offsets, np.flatnonzero(within & (steps <= 0))[0], "right") - 1)
-        raise UserError(f"{path}: user_id {bad}: item_ids must be sorted and unique")
-    return items, offsets
+    return frame, items, offsets

@@ -27,7 +27,9 @@ RecSys'19) adds -log(E[times item j is drawn]) to each negative's logit, so that
 estimates the softmax over the whole catalog: log(N/R) for R uniform draws,
 -log(R_b c_j / n + R_u / N) when R_b of the draws pick one of the batch's n targets (c_j of
 which are item j) and R_u are uniform. Without it, R uniform negatives on a long-tailed
-catalog are mostly tail items, and ranking popular items above them already wins the loss.
+catalog are mostly tail items, and ranking popular items above them already wins the loss
+(on Amazon Beauty it did not stop MoL from collapsing onto a popularity ranking, though:
+`benchmarks/bench_collapse.py`).
 
 Shapes: B batch, T sequence length, D model dim, N catalog size (ids 1..N, 0 = padding),
 n supervised positions, R negatives, P = P_Q * P_X.
