@@ -110,8 +110,9 @@ def test_score_ragged_shares_common_items_without_leaking_them(shared_above: flo
         full = cat.similarity.score_all(cat.queries, cat.index.parts)
     best = int(full[3, 1:].argmax()) + 1  # query 3's best item, left off its list
     common = [i for i in range(1, 40) if i != best][:20]
+    own = [i for i in (50, 51, 52) if i != best][:2]  # query 3's own items, never `best`
     lists = [torch.tensor(sorted(set(common) | {best, 45 + r})) for r in range(3)] + [
-        torch.tensor([*common[:12], 50, 51])
+        torch.tensor([*common[:12], *own])
     ]
     rows = torch.cat([torch.full((len(x),), r) for r, x in enumerate(lists)])
     ids = torch.cat(lists)
