@@ -260,7 +260,7 @@ def test_item_components_at_init_are_not_collinear_and_scores_vary():
     """At ML-1M shapes (D 50, 8 x 4 x 64) with item embeddings as SeqRecModel draws them
     (N(0, 0.02)) and LayerNorm-ed queries, every item component points its own way and the
     score of one query varies across items. With torch's default biases instead, the item
-    components nearly share one direction and the scores' spread over items is ~5x smaller
+    components nearly share one direction and the scores' spread over items shrinks several-fold
     (both fail here)."""
     torch.manual_seed(0)
     sim = MoLSimilarity(MoLConfig(user_id_components=0), 50).eval()
