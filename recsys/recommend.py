@@ -409,6 +409,13 @@ class Recommender:
         times = None if c.history_timestamps is None else c.history_timestamps[lo:hi]
         return c.history_items[lo:hi], times
 
+    def _seen(self, user_id: int) -> np.ndarray:
+        """Every item a known user interacted with (empty for unknown users, id -1)."""
+        c = self.catalog
+        if user_id < 0:
+            return np.zeros(0, np.int32)
+        return c.seen_items[c.seen_offsets[user_id] : c.seen_offsets[user_id + 1]]
+
     def _resolve(self, r: RecRequest) -> _Resolved:
         user_id = -1 if r.user_key is None else self._user_index.get(r.user_key, -1)
         stored, stored_times = (
@@ -422,13 +429,7 @@ class Recommender:
             times = None  # explicit histories carry no times: see _encode
         seen = np.zeros(0, np.int32)
         if r.exclude_seen:
-            c = self.catalog
-            whole = (
-                c.seen_items[c.seen_offsets[user_id] : c.seen_offsets[user_id + 1]]
-                if user_id >= 0
-                else seen
-            )
-            seen = np.concatenate([query, whole])
+            seen = np.concatenate([query, self._seen(user_id)])
         exclude, unknown_ex = self._ids(r.exclude)
         include, unknown_inc = (None, ()) if r.include_only is None else self._ids(r.include_only)
         return _Resolved(
