@@ -7,7 +7,9 @@ valid and test, the popularity baseline, the selected epoch, the epochs run, the
 curve, wall time, device, commit and seed. It also updates the dataset's summary,
 benchmarks/results/accuracy-<dataset>.json: one row per config (replaced when the config
 is run again), the source of the README's results tables. A resumed run's wall time adds
-the time recorded for the runs it continues.
+the fitting time its checkpoint recorded for the runs it continues. `--refit` also runs the
+refit protocol (train + validation targets, the selected number of epochs) and records its
+test figures beside the selected model's.
 
     recsys bench accuracy --dataset ml-1m --config configs/ml-1m-hstu-mol.yaml
     recsys bench accuracy --dataset beauty --config configs/beauty-sasrec-mol.yaml \
@@ -60,7 +62,8 @@ def epochs_run(run_dir: Path) -> int | None:
 
 
 def validation_curve(run_dir: Path) -> list[dict[str, float]]:
-    """Per-epoch validation hr@10 / ndcg@10 from the CSV logger (resumed runs included)."""
+    """Per-epoch validation hr@10 / ndcg@10 (and the run's elapsed wall seconds at that
+    validation) from the CSV logger (resumed runs included)."""
     by_epoch = {}
     for log in sorted(run_dir.glob("logs/version_*/metrics.csv")):
         for row in csv.DictReader(log.open()):
@@ -70,7 +73,18 @@ def validation_curve(run_dir: Path) -> list[dict[str, float]]:
                     "hr@10": round(float(row["valid/hr@10"]), 4),
                     "ndcg@10": round(float(row["valid/ndcg@10"]), 4),
                 }
+                if row.get("time/elapsed_s"):
+                    by_epoch[int(row["epoch"])]["elapsed_s"] = round(
+                        float(row["time/elapsed_s"]), 1
+                    )
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def elapsed_in_checkpoint(path: Path) -> float:
+    """Seconds of fitting recorded in a checkpoint by recsys.training.run.ElapsedTime (0 if
+    none): the earlier sessions' share of a resumed run's wall time."""
+    state = torch.load(path, map_location="cpu", weights_only=True).get("callbacks", {})
+    return max((float(v["elapsed_s"]) for v in state.values() if "elapsed_s" in v), default=0.0)
 
 
 def summary_row(result: dict, config) -> dict:
@@ -90,6 +104,7 @@ def summary_row(result: dict, config) -> dict:
         "wall_time_s": result["wall_time_s"],
         "device": result["device"],
         "commit": result["provenance"]["commit"],
+        **({"refit": result["refit"]} if "refit" in result else {}),
     }
 
 
@@ -114,9 +129,7 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
     run_dir = Path(args.runs) / f"{dataset}-{config_path.stem}"
     resume = run_dir if (run_dir / "checkpoints" / "last.ckpt").is_file() else None
     out = RESULTS / f"{dataset}-{config_path.stem}.json"
-    earlier_s = 0.0
-    if resume is not None and out.is_file():
-        earlier_s = float(json.loads(out.read_text()).get("wall_time_s", 0.0))
+    earlier_s = elapsed_in_checkpoint(run_dir / "checkpoints" / "last.ckpt") if resume else 0.0
     start = time.perf_counter()
     metrics = train(
         config,
@@ -146,6 +159,16 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
         "run_dir": str(run_dir),
         "provenance": provenance(),
     }
+    if args.refit:
+        from recsys.training.run import refit
+
+        start = time.perf_counter()
+        refitted = refit(config, run_dir, data_dir=data_dir, progress_bar=args.progress)
+        result["refit"] = {
+            "epochs": refitted["epochs"],
+            "test": refitted["test"],
+            "wall_time_s": round(time.perf_counter() - start, 1),
+        }
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     update_summary(RESULTS / f"accuracy-{dataset}.json", dataset, summary_row(result, config))
     test = metrics["test"]
@@ -166,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-cache", default="data", help="where prepared datasets are kept")
     parser.add_argument("--runs", default="runs/bench", help="where run directories go")
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="also run the refit protocol (recsys.training.run.refit) and record its test row",
+    )
     args = parser.parse_args(argv)
     for config_path in args.config:
         run_one(args.dataset, config_path, args)

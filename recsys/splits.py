@@ -90,6 +90,26 @@ def leave_one_out(item_ids: np.ndarray, offsets: np.ndarray) -> Split:
     )
 
 
+def refit_split(split: Split) -> Split:
+    """The split of a refit: each user's training range grows to cover its validation target
+    and, for a user with a test case, the whole test history (leave-one-out: every event but
+    the last; temporal: every event before the test cut-off). Validation cases are dropped:
+    after a refit they are training data. Test cases are unchanged."""
+    train_ends = split.train_ends.copy()
+    valid, test = split.valid, split.test
+    # Every history starts where its user's training range starts (both protocols).
+    np.maximum.at(train_ends, valid.users, valid.ends + 1)
+    np.maximum.at(train_ends, test.users, test.ends)
+    empty = np.zeros(0, dtype=np.int64)
+    return Split(
+        protocol=f"{split.protocol}+refit",
+        train_starts=split.train_starts,
+        train_ends=train_ends,
+        valid=Targets(users=empty, starts=empty, ends=empty, targets=empty.astype(np.int32)),
+        test=test,
+    )
+
+
 def _first_at_or_after(offsets: np.ndarray, timestamps: np.ndarray, cutoff: int) -> np.ndarray:
     """(U,) flat position of each user's first event with timestamp >= cutoff (or its end).
 

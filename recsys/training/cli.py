@@ -1,6 +1,7 @@
 """`recsys train` and `recsys evaluate`: thin argparse wrappers around typed functions.
 
     recsys train --config CFG [--data DIR] [--out RUN_DIR] [--resume CKPT|RUN_DIR] [--max-epochs N]
+                 [--refit]
     recsys evaluate (--run RUN_DIR | --checkpoint CKPT) [--data DIR] [--split valid|test]
                     [--retriever NAME] [--out JSON]
 
@@ -43,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", help="checkpoint to resume from, or a run directory (its last.ckpt)")
     p.add_argument("--max-epochs", type=int, help="override training.epochs")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        help="after selection on validation, train again from scratch on train + validation "
+        "targets for the selected number of epochs and report test once (RUN_DIR/refit)",
+    )
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser(
@@ -99,6 +106,17 @@ def run_train(args: argparse.Namespace) -> int:
         print(format_table(table))
         for warning in metrics["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
+    if metrics and args.refit:
+        from recsys.training.run import DEFAULT_RUNS, refit
+
+        run_dir = args.out if args.out is not None else DEFAULT_RUNS / config.name
+        refitted = refit(config, run_dir, data_dir=args.data, progress_bar=not args.no_progress)
+        print(f"refit ({refitted['epochs']} epochs on train + valid), selected on validation:")
+        print(
+            format_table(
+                {"refit (test)": refitted["test"], "popularity (test)": refitted["popularity"]}
+            )
+        )
     return 0
 
 

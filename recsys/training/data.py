@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recsys.dataset import SequenceDataset, load_dataset
 from recsys.evaluation import EvalSet, SeqBatch, SplitName, batch_windows, dataset_split
-from recsys.splits import Split
+from recsys.splits import Split, refit_split
 
 TRAIN_WINDOWS = ("last", "random", "all")
 
@@ -210,8 +210,10 @@ class SeqDataModule(L.LightningDataModule):
         data: SequenceDataset | None = None,
         train_stride: int | None = None,
         val_users: int | None = None,
+        refit: bool = False,
     ) -> None:
         super().__init__()
+        self.refit = refit
         self.train_stride = train_stride
         self.val_users = val_users
         self.data_dir = Path(data_dir)
@@ -256,8 +258,15 @@ class SeqDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        # A refit trains through each user's validation target too (recsys.splits.refit_split).
+        splits = refit_split(dataset_split(self.data)) if self.refit else None
         trainset = TrainSet(
-            self.data, self.max_len, self.train_window, self.seed, stride=self.train_stride
+            self.data,
+            self.max_len,
+            self.train_window,
+            self.seed,
+            splits=splits,
+            stride=self.train_stride,
         )
         rank, world = self._rank_world()
         sampler = EpochSampler(len(trainset), self.seed, True, rank, world, tag_epoch=True)

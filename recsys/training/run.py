@@ -22,6 +22,7 @@ and only global rank 0 runs the final evaluation and writes the outputs.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,32 @@ def resolve_resume(resume: str | Path | None) -> Path | None:
     return p
 
 
+class ElapsedTime(Callback):
+    """Logs `time/elapsed_s` at each validation: wall seconds of fitting so far, training and
+    validation included, carried across `--resume` in the checkpoint (so a curve of a run that
+    spans sessions reads against its total time)."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds recorded by the runs this one resumes
+        self.start: float | None = None
+
+    def elapsed(self) -> float:
+        return self.before + (time.perf_counter() - self.start if self.start is not None else 0.0)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("time/elapsed_s", self.elapsed(), sync_dist=trainer.world_size > 1)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed_s": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("elapsed_s", 0.0))
+
+
 def _trainer(
     config: RunConfig,
     run_dir: Path,
@@ -136,7 +163,7 @@ def _trainer(
         devices=t.devices,
         strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
-        callbacks=[best, stopping, last, *lr_log, *extra_callbacks],
+        callbacks=[best, stopping, last, ElapsedTime(), *lr_log, *extra_callbacks],
         logger=[
             CSVLogger(run_dir, name="logs"),
             TensorBoardLogger(run_dir, name="tensorboard", default_hp_metric=False),
@@ -279,4 +306,119 @@ def _finish(
     return metrics
 
 
-__all__ = ["final_metrics", "resolve_precision", "train"]
+REFIT_DIR = "refit"
+
+
+def refit(
+    config: RunConfig,
+    run_dir: str | Path,
+    data_dir: str | Path | None = None,
+    progress_bar: bool = True,
+) -> dict[str, Any]:
+    """The refit protocol, after `train` selected an epoch on validation: train the same
+    config from scratch on the training *and* validation targets
+    (`recsys.splits.refit_split`) for the selected number of epochs, without validation,
+    then evaluate test once. Writes a complete run directory at RUN_DIR/refit (exportable
+    like any run; resumes from its last.ckpt when re-run) and returns its metrics.json:
+    {"protocol": "refit", "epochs", "test", "popularity", "warnings"} (no validation
+    figures: validation is training data here)."""
+    run_dir = Path(run_dir)
+    info = rundir.read_run_info(run_dir)
+    best_epoch = info.extra.get("best_epoch")
+    if best_epoch is None:
+        raise UserError(f"{run_dir}: no selected epoch in {rundir.MODEL_CONFIG}; nothing to refit")
+    epochs = int(best_epoch) + 1
+    out = run_dir / REFIT_DIR
+    t = config.training
+    data_path = Path(data_dir) if data_dir is not None else Path(info.data_dir)  # the run's data
+    data = load_dataset(data_path)
+    last = out / rundir.CHECKPOINTS / "last.ckpt"
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    module = SeqRecModule(
+        config.model_config(data.num_items).to_dict(), config.to_dict()["training"]
+    )
+    datamodule = SeqDataModule(
+        data_path,
+        config.max_len,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        train_window=config.data.train_window,
+        train_stride=config.data.train_stride,
+        seed=t.seed,
+        num_workers=t.num_workers,
+        data=data,
+        refit=True,
+    )
+    keep = ModelCheckpoint(
+        dirpath=out / rundir.CHECKPOINTS,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
+        callbacks=[keep, *([LearningRateMonitor(logging_interval="step")] if scheduled else [])],
+        logger=[CSVLogger(out, name="logs")],
+        default_root_dir=out,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_val_batches=0,  # no selection: the epoch count comes from the validated run
+        num_sanity_val_steps=0,
+        limit_train_batches=t.limit_train_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        use_distributed_sampler=False,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+    )
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        rundir.atomic_write_text(
+            out / rundir.RUN_CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False)
+        )
+    started = time.perf_counter()
+    trainer.fit(
+        module,
+        datamodule=datamodule,
+        ckpt_path=last if last.is_file() else None,
+        weights_only=True,
+    )
+    fit_s = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return {}
+    model = module.model
+    rundir.write_weights(out / rundir.WEIGHTS, model)
+    rundir.write_model_config(
+        out,
+        module.model_config,
+        data_path,
+        config.max_len,
+        name=f"{config.name}-refit",
+        selected_on=f"refit: {epochs} epochs on train + valid (epoch chosen in {run_dir})",
+        best_checkpoint=str(last.resolve()),
+        best_epoch=epochs - 1,
+    )
+    device = trainer.strategy.root_device
+    if device.type != "cpu":
+        device = torch.device(device.type, device.index or 0)
+    model = model.to(device).eval()
+    popularity = PopularityScorer(training_item_counts(data)).to(device)
+    b = t.eval_batch_size
+    metrics = {
+        "protocol": "refit",
+        "epochs": epochs,
+        "fit_s": round(fit_s, 1),  # this process only (a resumed refit counts from resuming)
+        "test": evaluate(model, data, "test", config.max_len, b, device, t.eval_bf16),
+        "popularity": evaluate(popularity, data, "test", config.max_len, b, device),
+        "warnings": [],
+    }
+    write_json(out / rundir.METRICS, metrics)
+    return metrics
+
+
+__all__ = ["final_metrics", "refit", "resolve_precision", "train"]

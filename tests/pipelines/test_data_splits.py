@@ -9,6 +9,7 @@ from recsys.splits import (
     cutoff_at_quantile,
     leave_one_out,
     padded_windows,
+    refit_split,
     split_from_stats,
     temporal_split,
 )
@@ -109,3 +110,30 @@ def test_users_without_events_anywhere():
     assert split.train_lengths.tolist() == [0, 1, 0, 0]
     loo = leave_one_out(items, offsets)
     assert loo.test.users.tolist() == [1] and loo.train_lengths.tolist() == [0, 2, 0, 0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("protocol", ["leave_one_out", "temporal", "temporal_valid_cutoff"])
+def test_refit_split_trains_through_the_validation_target(seed, protocol):
+    items, offsets, times = ragged(np.random.default_rng(seed), 40)
+    if protocol == "leave_one_out":
+        split = leave_one_out(items, offsets)
+    else:
+        cutoff = 30 if protocol == "temporal_valid_cutoff" else None
+        split = temporal_split(items, offsets, times, test_cutoff=60, valid_cutoff=cutoff)
+    refit = refit_split(split)
+    assert len(refit.valid) == 0 and refit.protocol == f"{split.protocol}+refit"
+    assert refit.test is split.test
+    valid = dict(zip(split.valid.users.tolist(), split.valid.ends.tolist(), strict=True))
+    test = dict(zip(split.test.users.tolist(), split.test.ends.tolist(), strict=True))
+    for u in range(40):
+        end = split.train_ends[u]
+        if u in valid:  # the validation target becomes a training target
+            end = max(end, valid[u] + 1)
+        if u in test:  # and the whole test history is training data
+            end = max(end, test[u])
+        assert refit.train_starts[u] == split.train_starts[u]
+        assert refit.train_ends[u] == end
+        if protocol == "leave_one_out":
+            n = offsets[u + 1] - offsets[u]
+            assert end == offsets[u + 1] - (1 if n >= 3 else 0)

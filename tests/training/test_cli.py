@@ -80,3 +80,17 @@ def test_evaluate_bad_inputs(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump({**CONFIG, "training": {"epochs": 0}}))
     with pytest.raises(UserError, match=r"TrainingConfig\.epochs must be >= 1"):
         run_cli(["train", "--config", str(bad), "--data", str(tmp_path)])
+
+
+def test_train_refit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_dataset(tmp_path / "data", num_users=40, num_items=20)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    run = tmp_path / "run"
+    argv = ["train", "--config", str(cfg), "--data", str(data), "--out", str(run), "--refit"]
+    assert run_cli([*argv, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| model (test) |" in out and "| refit (test) |" in out
+    refit = json.loads((run / "refit" / "metrics.json").read_text())
+    best = json.loads((run / "model_config.json").read_text())["best_epoch"]
+    assert refit["epochs"] == best + 1 and list(refit["test"]) == list(METRIC_KEYS)

@@ -161,3 +161,26 @@ def test_validation_user_sample_is_fixed_and_test_is_whole(tmp_path: Path) -> No
     assert users(other.val_dataloader()) != first
     whole = SeqDataModule(path, max_len=8, val_users=400)
     assert len(users(whole.val_dataloader())) == 40
+
+
+def test_refit_windows_end_at_the_test_history(tmp_path: Path) -> None:
+    """A refit's training windows end one event before the test target (the validation
+    target is their last training target); a normal run's end two events before it."""
+    path = make_dataset(tmp_path / "d", num_users=40)
+    data = load_dataset(path)
+    lengths = np.diff(data.offsets)
+
+    def last_items(refit: bool) -> dict[int, int]:
+        dm = SeqDataModule(path, max_len=64, batch_size=8, refit=refit)
+        out = {}
+        for b in dm.train_dataloader():
+            for u, row in zip(b.user_ids.tolist(), b.item_ids.tolist(), strict=True):
+                out[u] = [x for x in row if x][-1]
+        return out
+
+    normal, refit = last_items(False), last_items(True)
+    assert set(normal) == set(refit) == set(range(40))
+    for u in range(40):
+        seq = data.item_ids[data.offsets[u] : data.offsets[u + 1]]
+        assert lengths[u] >= 3  # every user is evaluated, so the refit changes each one
+        assert normal[u] == seq[-3] and refit[u] == seq[-2]

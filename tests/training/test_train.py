@@ -16,7 +16,7 @@ from recsys.evaluation import evaluate
 from recsys.metrics import METRIC_KEYS
 from recsys.training import rundir
 from recsys.training.config import RunConfig, config_from_dict
-from recsys.training.run import train
+from recsys.training.run import refit, train
 
 from .conftest import make_dataset
 
@@ -132,6 +132,14 @@ def test_resume_continues_from_the_same_step(tmp_path: Path, schedule: dict[str,
 
     train(config, data_dir, resumed, resume=resumed, progress_bar=False)
     after, reference = _last_ckpt(resumed), _last_ckpt(straight)
+    # The fitting time carries over: the resumed run's clock starts from the first's.
+    assert (
+        after["callbacks"]["ElapsedTime"]["elapsed_s"]
+        > first["callbacks"]["ElapsedTime"]["elapsed_s"]
+        > 0
+    )
+    csv = next((resumed / "logs").glob("version_1/metrics.csv")).read_text().splitlines()
+    assert "time/elapsed_s" in csv[0]
     assert after["global_step"] == reference["global_step"] == 3 * steps_per_epoch
     assert after["epoch"] == reference["epoch"] == 2
     if schedule:  # the lr schedule resumed at the same step and decayed to 0, logged
@@ -219,3 +227,35 @@ def test_embedding_tables_get_their_own_lr() -> None:
     assert {id(p) for p in tables["params"]} == embeddings
     everything = [id(p) for p in tables["params"] + rest["params"]]
     assert sorted(everything) == sorted(id(p) for p in model.parameters())
+
+
+def test_refit_trains_the_selected_epochs_on_train_and_valid(tmp_path: Path) -> None:
+    data_dir = make_dataset(tmp_path / "data", num_users=64, num_items=30)
+    run = tmp_path / "run"
+    config = tiny_config("sasrec", "dot", epochs=3)
+    train(config, data_dir, run, progress_bar=False)
+    selected = rundir.read_run_info(run).extra["best_epoch"]
+
+    metrics = refit(config, run, progress_bar=False)
+    out = run / "refit"
+    assert metrics["protocol"] == "refit" and metrics["epochs"] == selected + 1
+    assert list(metrics["test"]) == list(METRIC_KEYS) and "valid" not in metrics
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    last = _last_ckpt(out)
+    assert last["epoch"] == selected and last["global_step"] == 4 * (selected + 1)
+    # A complete run directory: its model loads and scores test as reported.
+    model, info = rundir.load_model(out)
+    assert "refit" in info.extra["selected_on"]
+    again = evaluate(model, load_dataset(data_dir), "test", info.max_len)
+    assert again == pytest.approx(metrics["test"])
+    # Its weights differ from the selected model's: it saw the validation targets.
+    original, _ = rundir.load_model(run)
+    name = "item_emb.weight"
+    assert not torch.equal(model.state_dict()[name], original.state_dict()[name])
+    # Re-running resumes from its last.ckpt: nothing left to train, same result.
+    assert refit(config, run, progress_bar=False)["test"] == pytest.approx(metrics["test"])
+
+
+def test_refit_needs_a_selected_epoch(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not a run directory"):
+        refit(tiny_config(), tmp_path)
