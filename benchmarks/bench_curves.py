@@ -8,7 +8,9 @@ even when one of them ran longer. Trains nothing.
     recsys bench curves --name beauty-cpu \\
         runs/bench/beauty-beauty-sasrec-dot-cpu runs/bench/beauty-beauty-sasrec-mol-cpu
 
-Writes benchmarks/results/curves-<name>.json with provenance.
+Writes benchmarks/results/curves-<name>.json with provenance, and curves-<name>.png:
+validation hr@10 and ndcg@10 against epoch and, where the runs logged it
+(recsys.training.run.ElapsedTime), against fitting wall time.
 """
 
 from __future__ import annotations
@@ -44,6 +46,39 @@ def equal_epochs(curves: dict[str, list[dict]]) -> list[dict]:
     ]
 
 
+def plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
+    """hr@10 / ndcg@10 against epoch (top) and elapsed minutes (bottom, if logged)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = any("elapsed_s" in row for curve in curves.values() for row in curve)
+    rows = 2 if timed else 1
+    fig, axes = plt.subplots(rows, 2, figsize=(10, 3.6 * rows), squeeze=False)
+    for name, curve in curves.items():
+        for col, metric in enumerate(("hr@10", "ndcg@10")):
+            axes[0][col].plot(
+                [r["epoch"] + 1 for r in curve], [r[metric] for r in curve], label=name
+            )
+            if timed:
+                points = [(r["elapsed_s"] / 60, r[metric]) for r in curve if "elapsed_s" in r]
+                axes[1][col].plot(*zip(*points, strict=True), label=name)
+    for col, metric in enumerate(("hr@10", "ndcg@10")):
+        axes[0][col].set(xlabel="epoch", ylabel=f"validation {metric}")
+        if timed:
+            axes[1][col].set(xlabel="fitting wall time (min)", ylabel=f"validation {metric}")
+    for ax in (a for row in axes for a in row):
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)  # atomic: a failed plot never replaces a good one
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recsys bench curves", description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run directories (with logs/)")
@@ -63,13 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = REPO_ROOT / "benchmarks" / "results" / f"curves-{args.name}.json"
     atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
+    plot(curves, out.with_suffix(".png"), f"validation curves: {args.name}")
     last = payload["equal_epochs"][-1] if payload["equal_epochs"] else None
     if last is not None:
         print(
             f"last common epoch {last['epoch']}: "
             + ", ".join(f"{name} hr@10 {v['hr@10']}" for name, v in last.items() if name != "epoch")
         )
-    print(f"-> {out}")
+    print(f"-> {out} and {out.with_suffix('.png').name}")
     return 0
 
 

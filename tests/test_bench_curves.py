@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from bench_curves import equal_epochs, validation_curve
+from bench_curves import equal_epochs, plot, validation_curve
 
 
 def _log(path: Path, rows: list[tuple[int, float, float]]) -> None:
@@ -30,3 +30,17 @@ def test_curve_joins_resumed_logs_and_compares_common_epochs(tmp_path: Path) -> 
     assert [row["epoch"] for row in rows] == [0, 1]
     assert rows[1]["a"] == {"hr@10": 0.2, "ndcg@10": 0.1}
     assert rows[1]["b"] == {"hr@10": 0.25, "ndcg@10": 0.12}
+
+
+def test_elapsed_time_is_read_and_plotted(tmp_path: Path) -> None:
+    run = tmp_path / "r/logs/version_0"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text(
+        "epoch,step,time/elapsed_s,valid/hr@10,valid/ndcg@10\n"
+        "0,9,61.25,0.1,0.05\n1,19,122.5,0.2,0.1\n"
+    )
+    curve = validation_curve(tmp_path / "r")
+    assert [row["elapsed_s"] for row in curve] == [61.2, 122.5]
+    png = tmp_path / "c.png"
+    plot({"r": curve}, png, "t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
