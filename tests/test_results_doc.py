@@ -1,0 +1,97 @@
+"""benchmarks/bench_results_doc.py: docs/RESULTS.md generated from benchmarks/results/."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import bench_results_doc  # noqa: E402
+from bench_results_doc import COMMAND, render  # noqa: E402
+
+
+def _row(name: str, similarity: str, hr: float, **extra: object) -> dict:
+    return {
+        "name": name,
+        "config": f"configs/{name}.yaml",
+        "encoder": "sasrec",
+        "similarity": similarity,
+        "negatives": {"kind": "shared", "num": 128},
+        "valid": {"hr@10": hr},
+        "test": {"hr@10": hr, "ndcg@10": 0.03141, "hr@50": 0.25, "hr@200": 0.5, "mrr": 0.02},
+        "popularity": {"hr@10": 0.0123},
+        "selected_epoch": 6,
+        "epochs_run": 9,
+        "wall_time_s": 90.0,
+        "device": "cpu",
+        "commit": "0123456789abcdef0123456789abcdef01234567-dirty",
+        **extra,
+    }
+
+
+def _results(tmp_path: Path) -> Path:
+    results = tmp_path / "results"
+    results.mkdir()
+    refit = {"epochs": 7, "test": {"hr@10": 0.07, "ndcg@10": 0.04}, "wall_time_s": 30.0}
+    summary = {
+        "dataset": "beauty",
+        "rows": [_row("beauty-dot", "dot", 0.05), _row("beauty-mol", "mol", 0.06, refit=refit)],
+    }
+    (results / "accuracy-beauty.json").write_text(json.dumps(summary))
+    provenance = {
+        "command": "recsys bench serve a|b",
+        "commit": "fedcba9876543210",
+        "date": "2026-01-02T03:04:05+00:00",
+    }
+    generic = {"benchmark": "serve", "median_s": 0.5, "provenance": provenance}
+    (results / "serve-x.json").write_text(json.dumps(generic))
+    (results / "serve-x.png").write_bytes(b"")
+    return results
+
+
+def test_render_tables_links_and_refit_row(tmp_path: Path) -> None:
+    text = render(_results(tmp_path))
+    lines = text.splitlines()
+    assert f"`{COMMAND}`" in lines[2] and "Do not edit by hand" in lines[2]
+    assert "Source: [accuracy-beauty.json](../benchmarks/results/accuracy-beauty.json)" in lines
+    assert (
+        "| beauty-dot | sasrec | dot | 0.0500 | 0.0314 | 0.2500 | 0.5000 | 0.0200 | – | 0.0123 "
+        "| 7/9 | 1.5 | 0123456-dirty |"
+    ) in lines
+    mol = lines.index(next(line for line in lines if line.startswith("| beauty-mol |")))
+    assert lines[mol + 1] == (
+        "| beauty-mol (refit) | sasrec | mol | 0.0700 | 0.0400 | – | – | – | – | – "
+        "| 7/7 | 0.5 | 0123456-dirty |"
+    )
+    assert (
+        "| [serve-x.json](../benchmarks/results/serve-x.json) "
+        "([serve-x.png](../benchmarks/results/serve-x.png)) | serve | median_s 0.5 "
+        "| `recsys bench serve a\\|b` | fedcba9 | 2026-01-02 |"
+    ) in lines
+    assert str(tmp_path) not in text
+    assert render(tmp_path / "results") == text
+
+
+def test_check_fails_on_a_stale_doc_and_passes_once_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench_results_doc, "RESULTS", _results(tmp_path))
+    monkeypatch.setattr(bench_results_doc, "DOC", tmp_path / "docs" / "RESULTS.md")
+    assert bench_results_doc.main(["--check"]) == 1
+    assert COMMAND in capsys.readouterr().err
+    assert bench_results_doc.main([]) == 0
+    assert bench_results_doc.main(["--check"]) == 0
+
+
+def test_committed_results_doc_is_current() -> None:
+    doc = REPO / "docs" / "RESULTS.md"
+    expected = render(REPO / "benchmarks" / "results")
+    assert doc.is_file() and doc.read_text() == expected, (
+        f"docs/RESULTS.md is not current with benchmarks/results/; regenerate it with "
+        f"`{COMMAND}` (or `.venv/bin/python benchmarks/bench_results_doc.py`) and commit it"
+    )
