@@ -46,6 +46,14 @@ def equal_epochs(curves: dict[str, list[dict]]) -> list[dict]:
     ]
 
 
+def run_config(run: Path) -> dict | None:
+    """The run's config as `recsys train` wrote it (run_config.yaml), or None."""
+    import yaml
+
+    path = run / "run_config.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
 def plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
     """hr@10 / ndcg@10 against epoch (top) and elapsed minutes (bottom, if logged)."""
     import matplotlib
@@ -93,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "benchmark": "validation curves at equal epochs",
         "runs": {str(run): curves[run.name] for run in args.runs},
+        "configs": {str(run): run_config(run) for run in args.runs},
         "equal_epochs": equal_epochs(curves),
         "provenance": provenance(command_line("recsys bench curves", argv)),
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from bench_curves import equal_epochs, plot, validation_curve
+from bench_curves import equal_epochs, plot, run_config, validation_curve
 
 
 def _log(path: Path, rows: list[tuple[int, float, float]]) -> None:
@@ -44,3 +44,9 @@ def test_elapsed_time_is_read_and_plotted(tmp_path: Path) -> None:
     png = tmp_path / "c.png"
     plot({"r": curve}, png, "t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_config_is_read_when_present(tmp_path: Path) -> None:
+    assert run_config(tmp_path) is None
+    (tmp_path / "run_config.yaml").write_text("name: x\ntraining: {lr: 0.004}\n")
+    assert run_config(tmp_path) == {"name": "x", "training": {"lr": 0.004}}
