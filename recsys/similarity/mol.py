@@ -15,8 +15,9 @@ The item half (g, a_x) depends on the item alone and is computed once per distin
 
 Deliberate choices: the U user-id components share one hash (`user_id % hash_size + 1`, row 0
 = unknown user, a zero vector that stays zero after normalisation) and live in one table of
-width U * d_P; the default hash size 100_000 has no collisions on MovieLens-1M/20M user
-counts; a user id < 0 means "unknown" (cold user). `forward` reports the user-id L2 loss only:
+width U * d_P; with dense user ids the hash is collision-free while the user count is at
+most the hash size (the default 100_000 covers MovieLens-1M; ML-20M's 138k users share
+rows); a user id < 0 means "unknown" (cold user). `forward` reports the user-id L2 loss only:
 the MI loss is defined on positive pairs, which only the training loss knows, so it is
 computed from the positive pairs' gates through `aux_losses`.
 
