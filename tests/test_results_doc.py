@@ -12,7 +12,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import bench_results_doc  # noqa: E402
-from bench_results_doc import COMMAND, render  # noqa: E402
+from bench_results_doc import (  # noqa: E402
+    COMMAND,
+    README_END,
+    README_START,
+    readme_table,
+    render,
+    with_readme_table,
+)
 
 
 def _row(name: str, similarity: str, hr: float, **extra: object) -> dict:
@@ -82,10 +89,37 @@ def test_check_fails_on_a_stale_doc_and_passes_once_written(
 ) -> None:
     monkeypatch.setattr(bench_results_doc, "RESULTS", _results(tmp_path))
     monkeypatch.setattr(bench_results_doc, "DOC", tmp_path / "docs" / "RESULTS.md")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\nrest\n")
+    monkeypatch.setattr(bench_results_doc, "README", readme)
+    rows = (("Beauty", "dot", "accuracy-beauty.json", "beauty-dot", "test"),)
+    monkeypatch.setattr(bench_results_doc, "README_ROWS", rows)
     assert bench_results_doc.main(["--check"]) == 1
     assert COMMAND in capsys.readouterr().err
     assert bench_results_doc.main([]) == 0
     assert bench_results_doc.main(["--check"]) == 0
+    assert "old table" not in readme.read_text() and readme.read_text().endswith("rest\n")
+
+
+def test_readme_table_takes_its_figures_from_the_files(tmp_path: Path) -> None:
+    results = _results(tmp_path)
+    rows = (
+        ("Beauty", "MoL", "accuracy-beauty.json", "beauty-mol", "test"),
+        ("Beauty", "popularity", "accuracy-beauty.json", "beauty-mol", "popularity"),
+    )
+    table = readme_table(results, rows)
+    link = "[accuracy-beauty.json](benchmarks/results/accuracy-beauty.json)"
+    assert table[2] == f"| Beauty | MoL | 0.0600 | 0.0314 | 0.2500 | 0.0200 | {link} |"
+    assert table[3] == f"| Beauty | popularity | 0.0123 | – | – | – | {link} |"
+    with pytest.raises(ValueError, match="no row named 'nope'"):
+        readme_table(results, (("B", "x", "accuracy-beauty.json", "nope", "test"),))
+    text = f"a\n{README_START}\nx\n{README_END}\nb\n"
+    assert (
+        with_readme_table(text, table)
+        == "a\n" + README_START + "\n" + "\n".join(table) + "\n" + README_END + "\nb\n"
+    )
+    with pytest.raises(ValueError, match="markers"):
+        with_readme_table("no markers", table)
 
 
 def test_committed_results_doc_is_current() -> None:
@@ -95,3 +129,12 @@ def test_committed_results_doc_is_current() -> None:
         f"docs/RESULTS.md is not current with benchmarks/results/; regenerate it with "
         f"`{COMMAND}` (or `.venv/bin/python benchmarks/bench_results_doc.py`) and commit it"
     )
+    readme = (REPO / "README.md").read_text()
+    assert readme == with_readme_table(readme, readme_table(REPO / "benchmarks" / "results")), (
+        f"README.md's results table is not current; regenerate it with `{COMMAND}`"
+    )
+
+
+def test_readme_stays_short() -> None:
+    """The README is for users; the full record is docs/RESULTS.md."""
+    assert len((REPO / "README.md").read_text()) <= 8000
