@@ -29,8 +29,11 @@ Training options not given on the command line come from `--config`.
     recsys bench sasrec_epoch --config configs/ml-1m-sasrec-dot-one-epoch.yaml \
         --negatives config --out benchmarks/results/sasrec-epoch-ml-1m-cpu-one-epoch.json
 
-Writes benchmarks/results/sasrec-epoch-ml-1m-cpu.json (or -cuda). Skips when the data is
-absent.
+Writes benchmarks/results/sasrec-epoch-ml-1m-cpu.json (or -cuda, or --out) and adds one
+row per run to the summary, benchmarks/results/sasrec-epoch-ml-1m-summary.json (a row is
+replaced when the same --label is run again; the label defaults to the output's stem).
+`--summarize FILE...` folds earlier result files into the summary without training. Skips
+when the data is absent.
 """
 
 from __future__ import annotations
@@ -261,6 +264,55 @@ def _load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+SUMMARY = REPO_ROOT / "benchmarks" / "results" / "sasrec-epoch-ml-1m-summary.json"
+SUMMARY_METRICS = ("hr@10", "ndcg@10", "hr@50", "hr@200")
+
+
+def summary_rows(result: dict[str, Any], label: str) -> list[dict[str, Any]]:
+    """One summary row per run of a result file: its settings, the last epoch's wall time,
+    test figures and provenance (the detailed curve and memory stay out of the summary)."""
+    settings = (
+        "config", "lr", "batch_size", "lr_schedule", "warmup_steps", "embedding_lr_scale",
+        "seed", "train_window", "train_stride", "device",
+    )  # fmt: skip
+    prov = result.get("provenance", {})
+    rows = []
+    for run in result["runs"]:
+        several = len(result["runs"]) > 1
+        rows.append(
+            {
+                "label": f"{label} {run['negatives']} {run['precision']}" if several else label,
+                **{k: result.get(k) for k in settings},
+                "negatives": run["negatives"],
+                "precision": run["precision"],
+                "epochs": run.get("epochs"),
+                "epoch_wall_s": run["epoch_wall_s"][-1],
+                "valid_hr@10": run["valid_by_epoch"][-1]["hr@10"],
+                "test": {m: round(run["test"][m], 4) for m in SUMMARY_METRICS},
+                "load_average_before": result.get("load_average_before"),
+                "command": prov.get("command"),
+                "commit": prov.get("commit"),
+                "date": prov.get("date"),
+            }
+        )
+    return rows
+
+
+def update_summary(rows: list[dict[str, Any]], path: Path = SUMMARY) -> None:
+    """Upsert `rows` (by label) into the summary file, rows sorted by label."""
+    from recsys.atomic import atomic_write_text
+
+    summary = (
+        json.loads(path.read_text())
+        if path.is_file()
+        else {"benchmark": "sasrec-dot epochs on ML-1M, one row per run", "recbole": RECBOLE}
+    )
+    labels = {row["label"] for row in rows}
+    kept = [row for row in summary.get("rows", []) if row["label"] not in labels]
+    summary["rows"] = sorted(kept + rows, key=lambda row: row["label"])
+    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys bench sasrec_epoch", description=__doc__)
     parser.add_argument("--epochs", type=int, default=1)
@@ -302,7 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/...)")
+    parser.add_argument("--label", help="summary row label (default: the output file's stem)")
+    parser.add_argument(
+        "--summarize", type=Path, nargs="+", help="fold these result files into the summary"
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        for path in args.summarize:
+            update_summary(summary_rows(json.loads(path.read_text()), path.stem))
+        print(f"-> {SUMMARY}")
+        return 0
     _config_defaults(args)
     if args.child:
         args.precision, args.negatives = args.precision[0], args.negatives[0]
@@ -357,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out or REPO_ROOT / "benchmarks" / "results" / f"sasrec-epoch-ml-1m-{device}.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    update_summary(summary_rows(result, args.label or out.stem))
     for run in runs:
         print(
             f"{run['negatives']} {run['precision']}: epoch {run['epoch_wall_s']} s "

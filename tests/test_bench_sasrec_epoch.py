@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -45,3 +46,39 @@ def test_options_not_given_come_from_the_config() -> None:
     )
     assert (args.seed, args.train_window, args.train_stride) == (7, "all", 50)
     assert args.embedding_lr_scale == 1.0
+
+
+def test_summary_rows_are_upserted_by_label(tmp_path: Path) -> None:
+    from bench_sasrec_epoch import summary_rows, update_summary
+
+    def run(negatives: str, hr: float) -> dict:
+        test = {"hr@10": hr, "ndcg@10": 0.1, "hr@50": 0.5, "hr@200": 0.7, "mrr": 0.1}
+        return {
+            "negatives": negatives,
+            "precision": "bf16-mixed",
+            "epochs": 1,
+            "epoch_wall_s": [50.0],
+            "valid_by_epoch": [{"epoch": 0, "hr@10": hr, "ndcg@10": 0.1}],
+            "test": test,
+        }
+
+    result = {"config": "c.yaml", "lr": 0.008, "runs": [run("full", 0.25)], "provenance": {}}
+    rows = summary_rows(result, "one-epoch")
+    assert rows[0]["label"] == "one-epoch" and rows[0]["lr"] == 0.008
+    assert rows[0]["test"]["hr@10"] == 0.25 and "mrr" not in rows[0]["test"]
+    two = dict(result, runs=[run("full", 0.2), run("shared:128", 0.1)])
+    assert [r["label"] for r in summary_rows(two, "x")] == [
+        "x full bf16-mixed",
+        "x shared:128 bf16-mixed",
+    ]
+    path = tmp_path / "summary.json"
+    update_summary(rows, path)
+    update_summary(summary_rows(dict(result, runs=[run("full", 0.26)]), "one-epoch"), path)
+    update_summary(summary_rows(two, "x"), path)
+    saved = json.loads(path.read_text())["rows"]
+    assert [r["label"] for r in saved] == [
+        "one-epoch",
+        "x full bf16-mixed",
+        "x shared:128 bf16-mixed",
+    ]
+    assert saved[0]["test"]["hr@10"] == 0.26  # replaced, not duplicated

@@ -7,13 +7,10 @@ the validation and test splits beside a popularity baseline. Outputs: see
 `recsys.training.rundir`.
 
 Precision `auto`: bf16-mixed on CUDA devices with bf16 and on CPUs with native bf16 matmul
-(AVX512-BF16 / AMX); fp32 elsewhere. Measured on this 2-core AVX512-BF16 CPU
-(benchmarks/results/sasrec-epoch-ml-1m-cpu.json, quiet machine): a SASRec-dot ML-1M epoch
-(d 50: small matmuls) with shared negatives takes 9.9 s in bf16-mixed vs 10.6 s in fp32;
-with per-position negatives (a gather-bound step) 43.5 s vs 35.3 s; one HSTU+MoL step (2
-blocks, batch 128, length 200, where the MoL matmuls dominate) ~2.2 s vs ~5.2 s. Quality
-after one epoch is the same in both. Evaluation scores in fp32
-unless `eval_bf16` (bf16 scores create ties, see recsys.evaluation).
+(AVX512-BF16 / AMX); fp32 elsewhere. On such a CPU bf16 pays where large matmuls dominate
+(MoL) and matters little for small models; quality after one epoch is the same in both
+(benchmarks/results/sasrec-epoch-ml-1m-summary.json). Evaluation scores in fp32 unless
+`eval_bf16` (bf16 scores create ties, see recsys.evaluation).
 
 Multi-device: `devices: N` + `strategy: ddp` (or auto) runs Lightning's DDP; the data
 module shards users itself (`use_distributed_sampler=False`), validation ranks are gathered,
