@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_retrieval import query_batches, timed
+from retrieval_catalogs import cached_bundle_path
 
 from recsys.atomic import atomic_write_text
 from recsys.bundle import load_bundle
@@ -37,7 +38,9 @@ from recsys.retrieval.bounded import STAGES, BoundedConfig, BoundedExact
 from recsys.retrieval.brute_force import BruteForce
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_BUNDLE = REPO / "runs" / "bench-retrieval" / "synthetic-1000000" / "bundle"
+# The 1M-item catalog `recsys bench retrieval` builds with its defaults (100 steps, seed 0),
+# under the key of the current code (retrieval_catalogs.cached_bundle_path).
+DEFAULT_BUNDLE = cached_bundle_path(1_000_000, REPO / "runs" / "bench-retrieval", steps=100)
 
 
 def same_topk(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:

@@ -9,11 +9,17 @@ The model is the paper's ML-1M MoL (P_Q x P_X x d_P = 8 x 4 x 64, one user-id co
 D = 50) over a 2-block SASRec encoder (the encoder only shapes the queries; retrieval cost
 does not depend on it), trained with `recsys.retrieval.quick_train` (a hand-rolled loop:
 `recsys.training` would validate on the full 1M catalog every epoch).
+
+The cache is keyed by everything that made a catalog: its size, users, steps, batch, seed,
+the model config, and a fingerprint of the code that generates, trains and exports it
+(`code_fingerprint`). Each key gets its own directory, so a change to any of them trains a
+new model instead of reusing a stale one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -80,6 +86,60 @@ def bench_model_config(num_items: int) -> ModelConfig:
     )
 
 
+# The code whose change must invalidate a cached catalog: the generator, the trainer, the
+# model and similarity, the export, and this file (bench_model_config).
+FINGERPRINT_PACKAGES = (
+    "pipelines/synth.py",
+    "recsys/models",
+    "recsys/similarity",
+    "recsys/losses.py",
+)
+FINGERPRINT_FILES = (
+    "recsys/retrieval/quick_train.py",
+    "recsys/bundle.py",
+    "recsys/retrieval/index.py",
+)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_fingerprint(root: Path = ROOT) -> str:
+    """sha256 over the sources that make a cached catalog (path and content of each file)."""
+    files: list[Path] = [Path(__file__).resolve()]
+    for name in (*FINGERPRINT_PACKAGES, *FINGERPRINT_FILES):
+        path = root / name
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def cache_key(wanted: dict[str, Any]) -> str:
+    """Short stable hash of a catalog's full key (a directory name)."""
+    return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def catalog_key(num_items: int, steps: int, batch_size: int = 64, seed: int = 0) -> dict:
+    """Everything that makes a cached synthetic catalog (see the module docstring)."""
+    return {
+        "num_items": num_items,
+        "num_users": max(2000, min(50_000, num_items // 20)),
+        "steps": steps,
+        "batch_size": batch_size,
+        "seed": seed,
+        "model": bench_model_config(num_items).to_dict(),
+        "code": code_fingerprint(),
+    }
+
+
+def cached_bundle_path(
+    num_items: int, cache_dir: Path, steps: int, batch_size: int = 64, seed: int = 0
+) -> Path:
+    """Where `synthetic_bundle` keeps (or would keep) this catalog's bundle; builds nothing."""
+    key = cache_key(catalog_key(num_items, steps, batch_size, seed))
+    return cache_dir / f"synthetic-{num_items}-{key}" / "bundle"
+
+
 def synthetic_bundle(
     num_items: int,
     cache_dir: Path,
@@ -90,16 +150,10 @@ def synthetic_bundle(
 ) -> tuple[Path, dict[str, Any]]:
     """Bundle of a MoL model trained `steps` steps on synthetic data with `num_items` items,
     built once and cached under cache_dir; returns (bundle path, training record)."""
-    root = cache_dir / f"synthetic-{num_items}"
+    wanted = catalog_key(num_items, steps, batch_size, seed)
+    num_users = wanted["num_users"]
+    root = cache_dir / f"synthetic-{num_items}-{cache_key(wanted)}"
     bundle, record_path = root / "bundle", root / TRAINING_FILE
-    num_users = max(2000, min(50_000, num_items // 20))
-    wanted = {
-        "num_items": num_items,
-        "num_users": num_users,
-        "steps": steps,
-        "batch_size": batch_size,
-        "seed": seed,
-    }
     if (bundle / METADATA_FILE).is_file() and record_path.is_file():
         record = json.loads(record_path.read_text())
         if all(record.get(k) == v for k, v in wanted.items()):

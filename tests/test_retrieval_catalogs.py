@@ -1,0 +1,35 @@
+"""benchmarks/retrieval_catalogs.py: a cached catalog is keyed by everything that made it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import retrieval_catalogs  # noqa: E402
+from retrieval_catalogs import cache_key, cached_bundle_path, catalog_key, code_fingerprint  # noqa: E402
+
+
+def test_key_covers_settings_model_and_code(tmp_path: Path) -> None:
+    base = catalog_key(1000, steps=5)
+    assert base["model"]["num_items"] == 1000 and len(base["code"]) == 64
+    assert cache_key(base) == cache_key(catalog_key(1000, steps=5))
+    for other in (catalog_key(1000, steps=6), catalog_key(1000, 5, seed=1), catalog_key(2000, 5)):
+        assert cache_key(other) != cache_key(base)
+    path = cached_bundle_path(1000, tmp_path, steps=5)
+    assert path == tmp_path / f"synthetic-1000-{cache_key(base)}" / "bundle"
+
+
+def test_fingerprint_changes_with_any_source_file(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    monkeypatch.setattr(retrieval_catalogs, "FINGERPRINT_PACKAGES", ("pkg",))
+    monkeypatch.setattr(retrieval_catalogs, "FINGERPRINT_FILES", ("b.py",))
+    monkeypatch.setattr(retrieval_catalogs, "__file__", str(tmp_path / "b.py"))
+    first = code_fingerprint(tmp_path)
+    assert code_fingerprint(tmp_path) == first
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert code_fingerprint(tmp_path) != first
