@@ -7,8 +7,10 @@ them together and turns `UserError` into a one-line message with exit code 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import runpy
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,7 +60,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Third-party output a user of the CLI cannot act on (library use is left untouched).
+_NOISE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",)  # Lightning on torch 2.13
+_NOISE_LOG_PREFIXES = ("💡 Tip:",)  # Lightning's advert for its cloud logger
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_NOISE_LOG_PREFIXES)
+
+
+def quiet_third_party() -> None:
+    """Silence the third-party notices in _NOISE_WARNINGS / _NOISE_LOG_PREFIXES."""
+    for pattern in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.func is not _run_bench:  # each benchmark chooses its own malloc settings
