@@ -89,13 +89,13 @@ def elapsed_in_checkpoint(path: Path) -> float:
 
 def summary_row(result: dict, config) -> dict:
     """One row of accuracy-<dataset>.json from a per-run result and its RunConfig."""
-    similarity = config.model["similarity"]
+    plain = config.to_dict()  # the tags (hstu/sasrec, dot/mol) as the YAML writes them
     return {
         "name": Path(result["config"]).stem,
         "config": result["config"],
-        "encoder": config.model["encoder"]["type"],
-        "similarity": similarity["type"],
-        "negatives": config.to_dict()["training"]["negatives"],
+        "encoder": plain["model"]["encoder"]["type"],
+        "similarity": plain["model"]["similarity"]["type"],
+        "negatives": plain["training"]["negatives"],
         "valid": result["valid"],
         "test": result["test"],
         "popularity": result["popularity"],

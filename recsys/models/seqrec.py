@@ -37,10 +37,9 @@ n supervised positions, R negatives, P = P_Q * P_X.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +47,7 @@ from torch import Tensor, nn
 
 from recsys.models.hstu import HSTU, HSTUConfig
 from recsys.models.sasrec import SASRec, SASRecConfig
+from recsys.schema import Tagged, build_dataclass, to_plain
 from recsys.similarity.dot import DotConfig, DotSimilarity
 from recsys.similarity.mol import MoLConfig, MoLSimilarity
 from recsys.similarity.parts import ItemParts, QueryParts
@@ -58,75 +58,72 @@ SIMILARITY_TYPES: dict[str, type] = {"dot": DotConfig, "mol": MoLConfig}
 NEGATIVE_KINDS = ("shared", "per_position", "in_batch", "mixed", "full")
 
 
-def _tagged(config: Any, types: dict[str, type]) -> dict[str, Any]:
-    tag = next(name for name, cls in types.items() if isinstance(config, cls))
-    return {"type": tag, **dataclasses.asdict(config)}
+EncoderConfig = Annotated[HSTUConfig | SASRecConfig, Tagged(ENCODER_TYPES)]
+SimilarityConfig = Annotated[DotConfig | MoLConfig, Tagged(SIMILARITY_TYPES)]
 
 
-def _untagged(d: Any, types: dict[str, type], where: str) -> Any:
-    if not isinstance(d, dict):
-        raise ValueError(f"ModelConfig.{where} must be a mapping, got {type(d).__name__}")
-    d = dict(d)
-    tag = d.pop("type", None)
-    if tag not in types:
-        raise ValueError(f"ModelConfig.{where}.type must be one of {sorted(types)}, got {tag!r}")
-    cls = types[tag]
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in d:
-        if key not in known:
-            raise ValueError(
-                f"unknown key {where}.{key!r} for {where} type {tag!r}; known: {sorted(known)}"
-            )
-    return cls(**d)
+def _check_parts(owner: str, encoder: Any, similarity: Any) -> None:
+    if not isinstance(encoder, HSTUConfig | SASRecConfig):
+        raise ValueError(
+            f"{owner}.encoder must be HSTUConfig or SASRecConfig, got {type(encoder).__name__}"
+        )
+    if not isinstance(similarity, DotConfig | MoLConfig):
+        raise ValueError(
+            f"{owner}.similarity must be DotConfig or MoLConfig, got {type(similarity).__name__}"
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model as a run config states it: encoder + similarity, without the catalog size
+    (which comes from the dataset). In YAML each part is a mapping with a `type` tag:
+    `encoder: {type: hstu | sasrec, ...}`, `similarity: {type: dot | mol, ...}`."""
+
+    encoder: EncoderConfig
+    similarity: SimilarityConfig
+
+    def __post_init__(self) -> None:
+        _check_parts("ModelSpec", self.encoder, self.similarity)
+
+    def with_items(self, num_items: int) -> ModelConfig:
+        """The ModelConfig of this model over a catalog of `num_items` items (ids 1..N)."""
+        return ModelConfig(num_items=num_items, encoder=self.encoder, similarity=self.similarity)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-safe dict; each part carries its "type" tag (hstu/sasrec, dot/mol)."""
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "") -> ModelSpec:
+        """Inverse of `to_dict`; bad input raises ConfigError (a ValueError) naming the field
+        under the dotted path `where`."""
+        return build_dataclass(cls, d, where)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """num_items N (ids 1..N), the encoder config and the similarity config."""
+    """num_items N (ids 1..N), the encoder config and the similarity config: a ModelSpec
+    over a known catalog (what SeqRecModel, run directories and bundles store)."""
 
     num_items: int
-    encoder: HSTUConfig | SASRecConfig
-    similarity: DotConfig | MoLConfig
+    encoder: EncoderConfig
+    similarity: SimilarityConfig
 
     def __post_init__(self) -> None:
         n = self.num_items
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"ModelConfig.num_items must be an integer >= 1, got {n!r}")
-        if not isinstance(self.encoder, HSTUConfig | SASRecConfig):
-            raise ValueError(
-                f"ModelConfig.encoder must be HSTUConfig or SASRecConfig, got "
-                f"{type(self.encoder).__name__}"
-            )
-        if not isinstance(self.similarity, DotConfig | MoLConfig):
-            raise ValueError(
-                f"ModelConfig.similarity must be DotConfig or MoLConfig, got "
-                f"{type(self.similarity).__name__}"
-            )
+        _check_parts("ModelConfig", self.encoder, self.similarity)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict; each sub-config carries a "type" tag (hstu/sasrec, dot/mol)."""
-        return {
-            "num_items": self.num_items,
-            "encoder": _tagged(self.encoder, ENCODER_TYPES),
-            "similarity": _tagged(self.similarity, SIMILARITY_TYPES),
-        }
+        return to_plain(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Inverse of `to_dict`; an unknown key raises ValueError naming it."""
-        for key in d:
-            if key not in ("num_items", "encoder", "similarity"):
-                raise ValueError(
-                    f"unknown key {key!r} in model config; known: encoder, num_items, similarity"
-                )
-        for key in ("num_items", "encoder", "similarity"):
-            if key not in d:
-                raise ValueError(f"model config is missing the key {key!r}")
-        return cls(
-            num_items=d["num_items"],
-            encoder=_untagged(d["encoder"], ENCODER_TYPES, "encoder"),
-            similarity=_untagged(d["similarity"], SIMILARITY_TYPES, "similarity"),
-        )
+    def from_dict(cls, d: Any, where: str = "") -> ModelConfig:
+        """Inverse of `to_dict`; an unknown, missing or bad key raises ConfigError (a
+        ValueError) naming it under the dotted path `where`."""
+        return build_dataclass(cls, d, where)
 
 
 @dataclass(frozen=True)

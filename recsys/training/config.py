@@ -1,18 +1,20 @@
 """The run configuration: one YAML file, sections that mirror typed dataclasses.
 
 ```yaml
-name: ml-1m-hstu-mol          # default run directory: runs/<name>
+name: ml-1m-hstu-mol          # default: the file's stem; run directory: runs/<name>
 data:   {path: data/ml-1m, train_window: last}
-model:                        # = ModelConfig.to_dict() without num_items (from the data)
+model:                        # ModelSpec = ModelConfig without num_items (from the data)
   encoder:    {type: hstu, max_len: 200, dim: 50, num_blocks: 8, ...}
   similarity: {type: mol, p_q: 8, p_x: 4, d_p: 64, ...}
 training: {epochs: 101, batch_size: 128, lr: 1.0e-3, negatives: {kind: per_position, num: 128}, ...}
 ```
 
-Every section is built by `build_dataclass`, which rejects unknown keys and wrong types and
-re-raises the dataclasses' own `__post_init__` errors prefixed with the file and the dotted
-field path (`configs/x.yaml: model.similarity: MoLConfig.p_q must be ...`). Everything is
-checked when the file is loaded, before any data is read or any model is built.
+The mapping goes through one validator, `recsys.schema.build_dataclass`, straight
+to typed objects (`RunConfig.model` is a `ModelSpec`): it rejects unknown keys and wrong
+types and re-raises the dataclasses' own `__post_init__` errors prefixed with the file and
+the dotted field path (`configs/x.yaml: model.similarity: MoLConfig.p_q must be ...`).
+Everything is checked when the file is loaded, before any data is read or any model is
+built. `RunConfig.to_dict()` is the validated config (what run_config.yaml holds).
 
 The model's maximum sequence length lives in the encoder (`model.encoder.max_len`); the
 data module reads it from there, so it is stated once.
@@ -20,9 +22,6 @@ data module reads it from there, so it is stated once.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +30,8 @@ import yaml
 
 from recsys.errors import UserError
 from recsys.metrics import METRIC_KEYS
-from recsys.models.seqrec import ENCODER_TYPES, SIMILARITY_TYPES, ModelConfig, NegativesConfig
+from recsys.models.seqrec import ModelConfig, ModelSpec, NegativesConfig
+from recsys.schema import build_dataclass, to_plain
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device")
@@ -192,134 +192,29 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A whole training run. `model` holds ModelConfig's dict without num_items (which comes
-    from the dataset); `model_config(num_items)` builds the typed ModelConfig."""
+    """A whole training run. `model` is the ModelSpec (encoder + similarity); the catalog
+    size comes from the dataset: `model_config(num_items)` is the full ModelConfig."""
 
     name: str
     data: DataConfig
-    model: dict[str, Any]
+    model: ModelSpec
     training: TrainingConfig
 
     @property
     def max_len(self) -> int:
         """Longest history the encoder sees (model.encoder.max_len)."""
-        return int(self.model["encoder"]["max_len"])
+        return self.model.encoder.max_len
 
     def model_config(self, num_items: int) -> ModelConfig:
         """The typed ModelConfig for a catalog of `num_items` items."""
-        return ModelConfig.from_dict({**self.model, "num_items": num_items})
+        return self.model.with_items(num_items)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (YAML/JSON safe), loadable by `config_from_dict`."""
-        return {
-            "name": self.name,
-            "data": dataclasses.asdict(self.data),
-            "model": self.model,
-            "training": _plain(dataclasses.asdict(self.training)),
-        }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
+        return to_plain(self)
 
 
 # ----------------------------------------------------------------------------- building
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check `value` against the annotation `tp` (and build nested dataclasses)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(tp):
-            if option is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _coerce(value, option, where)
-            except UserError as e:
-                errors.append(str(e))
-        raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise UserError(f"{where}: must be one of {list(typing.get_args(tp))}, got {value!r}")
-        return value
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, where)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise UserError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise UserError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(
-            _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        # YAML 1.1 reads `1e-3` (no dot) as a string: accept numeric strings for floats.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UserError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise UserError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def build_dataclass(cls: type, raw: Any, where: str) -> Any:
-    """Build dataclass `cls` from a mapping: unknown keys, wrong types and the class's own
-    validation all raise UserError naming `where` (a dotted path, e.g. `training.lr`)."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{where}: expected a mapping of {cls.__name__} fields, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise UserError(
-            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(repr(k) for k in unknown)} (allowed: {', '.join(fields)})"
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {
-        name: _coerce(value, hints[name], f"{where}.{name}" if where else name)
-        for name, value in raw.items()
-    }
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise UserError(f"{where}: {e}") from e
 
 
 def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
@@ -332,6 +227,10 @@ def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
         raise UserError(f"{source}: unknown top-level key(s) {unknown} (allowed: {list(allowed)})")
     if "model" not in raw:
         raise UserError(f"{source}: missing the `model` section")
+    if isinstance(raw["model"], dict) and "num_items" in raw["model"]:
+        raise UserError(
+            f"{source}: model: unknown key 'num_items' (num_items comes from the dataset)"
+        )
     name = raw.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:
         raise UserError(f"{source}: name must be a non-empty string, got {name!r}")
@@ -340,8 +239,8 @@ def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
         if data.synthetic is not None:
             synth_config(data)  # validate the generator's fields now, before any work
         training = build_dataclass(TrainingConfig, raw.get("training"), "training")
-        model = _check_model(raw["model"])
-        max_len = int(model["encoder"]["max_len"])
+        model = build_dataclass(ModelSpec, raw["model"], "model")
+        max_len = model.encoder.max_len
         if data.train_stride is not None and data.train_stride > max_len - 1:
             raise UserError(
                 f"data.train_stride: must be <= model.encoder.max_len - 1 = {max_len - 1}, "
@@ -357,33 +256,6 @@ def synth_config(data: DataConfig) -> Any:
     from pipelines.synth import SynthConfig  # the generator lives with the pipelines
 
     return build_dataclass(SynthConfig, data.synthetic, "data.synthetic")
-
-
-def _check_model(raw: Any) -> dict[str, Any]:
-    """Validate the model section (encoder + similarity, each with a `type` tag) field by
-    field; return it normalised (numbers coerced), in `ModelConfig.to_dict` form."""
-    if not isinstance(raw, dict):
-        raise UserError(f"model: expected a mapping with encoder/similarity, got {raw!r}")
-    unknown = sorted(set(raw) - {"encoder", "similarity"})
-    if unknown:
-        hint = " (num_items comes from the dataset)" if "num_items" in unknown else ""
-        raise UserError(f"model: unknown key(s) {unknown}{hint}; allowed: encoder, similarity")
-    model: dict[str, Any] = {}
-    for section, tagged in (("encoder", ENCODER_TYPES), ("similarity", SIMILARITY_TYPES)):
-        sub = raw.get(section)
-        if not isinstance(sub, dict):
-            raise UserError(f"model.{section}: expected a mapping with a `type` key, got {sub!r}")
-        sub = dict(sub)
-        tag = sub.pop("type", None)
-        if tag not in tagged:
-            raise UserError(f"model.{section}.type: must be one of {sorted(tagged)}, got {tag!r}")
-        built = build_dataclass(tagged[tag], sub, f"model.{section}")
-        model[section] = {"type": tag, **dataclasses.asdict(built)}
-    try:
-        ModelConfig.from_dict({**model, "num_items": 1})
-    except (ValueError, TypeError) as e:
-        raise UserError(f"model: {e}") from e
-    return model
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -31,7 +31,8 @@ from recsys.diagnostics import spread
 from recsys.evaluation import SeqBatch, rank_batch
 from recsys.metrics import compute_metrics
 from recsys.models.seqrec import ModelConfig, SeqRecModel
-from recsys.training.config import TrainingConfig, build_dataclass
+from recsys.schema import build_dataclass
+from recsys.training.config import TrainingConfig
 
 SPREAD_ITEMS = 1000
 

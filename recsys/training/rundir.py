@@ -88,9 +88,9 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
         if key not in raw:
             raise UserError(f"{path}: missing key {key!r}")
     try:
-        model = ModelConfig.from_dict(raw["model"])
+        model = ModelConfig.from_dict(raw["model"], "model")
     except (ValueError, TypeError) as e:
-        raise UserError(f"{path}: model: {e}") from e
+        raise UserError(f"{path}: {e}") from e
     extra = {k: v for k, v in raw.items() if k not in ("model", "data_dir", "max_len")}
     return RunInfo(model=model, data_dir=raw["data_dir"], max_len=int(raw["max_len"]), extra=extra)
 
@@ -124,9 +124,9 @@ def load_checkpoint_model(path: str | Path) -> tuple[SeqRecModel, dict[str, Any]
     if "model_config" not in hparams or "state_dict" not in ckpt:
         raise UserError(f"{path}: not a recsys training checkpoint (no model_config/state_dict)")
     try:
-        config = ModelConfig.from_dict(hparams["model_config"])
+        config = ModelConfig.from_dict(hparams["model_config"], "model_config")
     except (ValueError, TypeError) as e:
-        raise UserError(f"{path}: model_config: {e}") from e
+        raise UserError(f"{path}: {e}") from e
     model = SeqRecModel(config)
     state = {
         k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")

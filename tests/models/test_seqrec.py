@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from recsys.losses import sampled_softmax_rows
 from recsys.models.hstu import HSTUConfig
 from recsys.models.sasrec import SASRecConfig
-from recsys.models.seqrec import ModelConfig, NegativesConfig, SeqRecModel
+from recsys.models.seqrec import ModelConfig, ModelSpec, NegativesConfig, SeqRecModel
 from recsys.similarity.dot import DotConfig
 from recsys.similarity.mol import MoLConfig
 
@@ -62,6 +62,19 @@ def test_config_unknown_and_missing_keys_are_named():
         NegativesConfig(kind="popular")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num"):
         NegativesConfig(num=0)
+
+
+def test_model_spec_is_the_config_without_the_catalog():
+    spec = ModelSpec(encoder=HSTU_CFG, similarity=MOL_CFG)
+    d = spec.to_dict()
+    assert list(d) == ["encoder", "similarity"] and d["similarity"]["type"] == "mol"
+    assert ModelSpec.from_dict(json.loads(json.dumps(d))) == spec
+    assert spec.with_items(N) == ModelConfig(num_items=N, encoder=HSTU_CFG, similarity=MOL_CFG)
+    assert spec.with_items(N).to_dict() == {"num_items": N, **d}
+    with pytest.raises(ValueError, match=r"^model\.encoder: unknown key 'heads'"):
+        ModelSpec.from_dict({**d, "encoder": {**d["encoder"], "heads": 2}}, "model")
+    with pytest.raises(ValueError, match=r"model\.similarity\.tau: expected a number"):
+        ModelSpec.from_dict({**d, "similarity": {"type": "dot", "tau": "warm"}}, "model")
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from recsys.errors import UserError
-from recsys.models.seqrec import ModelConfig, NegativesConfig
+from recsys.models.seqrec import ModelConfig, ModelSpec, NegativesConfig
 from recsys.training.config import config_from_dict, load_config
 from recsys.training.run import resolve_precision, train
 
@@ -41,6 +41,7 @@ def test_valid_config_builds() -> None:
     assert config.training.lr == pytest.approx(1e-3)  # YAML's "1e-3" string is a number
     assert config.training.negatives == NegativesConfig("in_batch", 8)
     assert config.max_len == 20
+    assert isinstance(config.model, ModelSpec) and config.model.similarity.p_q == 2  # typed
     mc = config.model_config(num_items=77)
     assert isinstance(mc, ModelConfig) and mc.num_items == 77
     assert mc.similarity.p_q == 2
