@@ -1,18 +1,22 @@
-"""Every run config in configs/ loads, validates and builds the model it describes."""
+"""Every run config in configs/ loads (through its `extends` chain), validates, builds the
+model it describes and survives the run directory's run_config.yaml round trip; every base
+file in configs/base/ is used."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recsys.models.seqrec import SeqRecModel
-from recsys.training.config import load_config
+from recsys.training.config import config_from_dict, load_config, read_config_file
 from recsys.training.run import resolve_precision
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 NOT_RUN_CONFIGS = {"serve.yaml"}  # Ray Serve's deployment file, tested with serving/
 RUN_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name not in NOT_RUN_CONFIGS)
+BASES = sorted((CONFIGS / "base").glob("*.yaml"))  # partial configs, only for `extends`
 
 
 def test_there_are_run_configs() -> None:
@@ -34,3 +38,15 @@ def test_config_builds(path: Path) -> None:
         "16-mixed",
         "bf16-true",
     )
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)
+def test_config_round_trips_through_run_config_yaml(path: Path) -> None:
+    config = load_config(path)
+    written = yaml.safe_dump(config.to_dict(), sort_keys=False)  # as recsys.training.run does
+    assert config_from_dict(yaml.safe_load(written), "run_config.yaml") == config
+
+
+def test_every_base_is_extended() -> None:
+    used = {f.resolve() for p in RUN_CONFIGS for f in read_config_file(p)[1][1:]}
+    assert BASES and set(p.resolve() for p in BASES) <= used

@@ -1,6 +1,7 @@
 """The run configuration: one YAML file, sections that mirror typed dataclasses.
 
 ```yaml
+extends: base/ml-1m-hstu.yaml # optional: a base file (path relative to this one)
 name: ml-1m-hstu-mol          # default: the file's stem; run directory: runs/<name>
 data:   {path: data/ml-1m, train_window: last}
 model:                        # ModelSpec = ModelConfig without num_items (from the data)
@@ -9,12 +10,17 @@ model:                        # ModelSpec = ModelConfig without num_items (from 
 training: {epochs: 101, batch_size: 128, lr: 1.0e-3, negatives: {kind: per_position, num: 128}, ...}
 ```
 
-The mapping goes through one validator, `recsys.schema.build_dataclass`, straight
+`extends` composes files: the base (which may extend another; a cycle is an error naming
+the files) is deep-merged under the file's own keys. Mappings merge key by key, anything
+else (numbers, strings, lists, null) is replaced; a mapping whose `type` differs from the
+base's (another encoder or similarity) replaces it whole; `name` is not inherited.
+
+The merged mapping goes through one validator, `recsys.schema.build_dataclass`, straight
 to typed objects (`RunConfig.model` is a `ModelSpec`): it rejects unknown keys and wrong
 types and re-raises the dataclasses' own `__post_init__` errors prefixed with the file and
 the dotted field path (`configs/x.yaml: model.similarity: MoLConfig.p_q must be ...`).
 Everything is checked when the file is loaded, before any data is read or any model is
-built. `RunConfig.to_dict()` is the validated config (what run_config.yaml holds).
+built. `RunConfig.to_dict()` is the merged, validated config (what run_config.yaml holds).
 
 The model's maximum sequence length lives in the encoder (`model.encoder.max_len`); the
 data module reads it from there, so it is stated once.
@@ -22,6 +28,7 @@ data module reads it from there, so it is stated once.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +38,7 @@ import yaml
 from recsys.errors import UserError
 from recsys.metrics import METRIC_KEYS
 from recsys.models.seqrec import ModelConfig, ModelSpec, NegativesConfig
-from recsys.schema import build_dataclass, to_plain
+from recsys.schema import TAG_KEY, build_dataclass, to_plain
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device")
@@ -258,13 +265,68 @@ def synth_config(data: DataConfig) -> Any:
     return build_dataclass(SynthConfig, data.synthetic, "data.synthetic")
 
 
+# ----------------------------------------------------------------------------- YAML files
+
+EXTENDS_KEY = "extends"
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({e})") from e
+
+
+def merge_config(base: Any, own: Any) -> Any:
+    """`own` over `base` (see the module docstring): mappings merge key by key, anything
+    else in `own` replaces; a mapping with another `type` than the base's replaces it."""
+    if not isinstance(base, dict) or not isinstance(own, dict):
+        return own
+    if TAG_KEY in base and TAG_KEY in own and base[TAG_KEY] != own[TAG_KEY]:
+        return own
+    merged = dict(base)
+    for key, value in own.items():
+        merged[key] = merge_config(base[key], value) if key in base else value
+    return merged
+
+
+def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> tuple[Any, list[Path]]:
+    """The YAML mapping of `path` with its `extends` chain merged in, and the files read
+    (`path` first, then its base, the base's base, ...)."""
+    p = Path(path)
+    seen = [f.resolve() for f in _chain]
+    if p.resolve() in seen:
+        cycle = [*_chain[seen.index(p.resolve()) :], p]
+        raise UserError(f"{_chain[0]}: `{EXTENDS_KEY}` cycle: {' -> '.join(map(str, cycle))}")
+    raw = _read_yaml(p)
+    if not isinstance(raw, dict) or EXTENDS_KEY not in raw:
+        return raw, [p]
+    raw = dict(raw)
+    base_name = raw.pop(EXTENDS_KEY)
+    if not isinstance(base_name, str) or not base_name:
+        raise UserError(
+            f"{p}: {EXTENDS_KEY}: expected a file name (relative to {p.parent}), got {base_name!r}"
+        )
+    base_path = Path(os.path.normpath(p.parent / base_name))  # no a/../ in messages
+    if not base_path.is_file():
+        raise UserError(f"{p}: {EXTENDS_KEY}: {base_path} does not exist")
+    base, files = read_config_file(base_path, (*_chain, p))
+    if not isinstance(base, dict):
+        raise UserError(f"{base_path}: expected a mapping to extend (from {p}), got {base!r}")
+    base = {k: v for k, v in base.items() if k != "name"}  # a name belongs to its own file
+    return merge_config(base, raw), [p, *files]
+
+
 def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML run config."""
+    """Read (resolving `extends`) and validate a YAML run config; the name defaults to the
+    file's stem, and errors name the file and, when it extends others, its bases."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file {p} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{p}: not valid YAML ({e})") from e
-    return config_from_dict(raw, str(p))
+    raw, files = read_config_file(p)
+    source = str(p)
+    if len(files) > 1:
+        source += f" (extends {' -> '.join(str(f) for f in files[1:])})"
+    if isinstance(raw, dict):
+        raw = {"name": p.stem, **raw}
+    return config_from_dict(raw, source)

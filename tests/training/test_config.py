@@ -9,6 +9,7 @@ import pytest
 
 from recsys.errors import UserError
 from recsys.models.seqrec import ModelConfig, ModelSpec, NegativesConfig
+from recsys.similarity.dot import DotConfig
 from recsys.training.config import config_from_dict, load_config
 from recsys.training.run import resolve_precision, train
 
@@ -112,3 +113,73 @@ def test_train_stride_must_fit_the_encoder_window() -> None:
         config_from_dict(raw, "cfg.yaml")
     raw["data"]["train_stride"] = 19
     assert config_from_dict(raw, "cfg.yaml").data.train_stride == 19
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+BASE_YAML = """
+data: {path: data/x, train_window: all}
+model:
+  encoder: {type: sasrec, max_len: 20, dim: 16, num_heads: 2}
+  similarity: {type: mol, p_q: 2, p_x: 2, d_p: 8}
+training: {epochs: 3, betas: [0.8, 0.9], negatives: {kind: shared, num: 8}}
+"""
+
+
+def test_extends_deep_merges_the_base_under_the_file(tmp_path: Path) -> None:
+    _write(tmp_path / "base" / "root.yaml", "name: root\n" + BASE_YAML)
+    # relative to the including file; chains; the file wins; lists are replaced
+    _write(tmp_path / "base" / "mid.yaml", "extends: root.yaml\ntraining: {epochs: 5}\n")
+    child = _write(
+        tmp_path / "child.yaml",
+        "extends: base/mid.yaml\n"
+        "model: {encoder: {dim: 32}, similarity: {d_p: 4}}\n"
+        "training: {betas: [0.5, 0.6], negatives: {num: 4}}\n",
+    )
+    config = load_config(child)
+    assert config.name == "child"  # a base's name is not inherited
+    assert config.data.path == "data/x" and config.data.train_window == "all"
+    assert config.model.encoder.dim == 32 and config.model.encoder.num_heads == 2
+    assert config.model.similarity.d_p == 4 and config.model.similarity.p_q == 2
+    assert config.training.epochs == 5 and config.training.betas == (0.5, 0.6)
+    assert config.training.negatives == NegativesConfig("shared", 4)
+    assert "extends" not in config.to_dict()  # run_config.yaml holds the merged config
+    assert config_from_dict(config.to_dict(), "again") == config
+
+
+def test_extends_another_type_replaces_the_mapping(tmp_path: Path) -> None:
+    _write(tmp_path / "base.yaml", BASE_YAML)
+    child = _write(
+        tmp_path / "dot.yaml",
+        "extends: base.yaml\nmodel: {similarity: {type: dot, tau: 0.1}}\ndata: {path: null}\n",
+    )
+    config = load_config(child)
+    assert config.model.similarity == DotConfig(tau=0.1)  # not merged with MoL's fields
+    assert config.data.path is None  # null replaces too
+
+
+def test_extends_errors_name_the_files(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.yaml", "extends: sub/b.yaml\n")
+    _write(tmp_path / "sub" / "b.yaml", "extends: ../a.yaml\n")
+    with pytest.raises(UserError, match=r"`extends` cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+        load_config(a)
+    _write(tmp_path / "self.yaml", "extends: self.yaml\n")
+    with pytest.raises(UserError, match=r"cycle"):
+        load_config(tmp_path / "self.yaml")
+    _write(tmp_path / "gone.yaml", "extends: nowhere.yaml\n")
+    with pytest.raises(UserError, match=r"gone\.yaml: extends: .*nowhere\.yaml does not exist"):
+        load_config(tmp_path / "gone.yaml")
+    _write(tmp_path / "list.yaml", "extends: [a.yaml]\n")
+    with pytest.raises(UserError, match=r"list\.yaml: extends: expected a file name"):
+        load_config(tmp_path / "list.yaml")
+    # a bad value inherited from a base: the message names the file and its base
+    _write(tmp_path / "bad-base.yaml", BASE_YAML.replace("p_q: 2", "p_q: 0"))
+    child = _write(tmp_path / "child.yaml", "extends: bad-base.yaml\n")
+    with pytest.raises(
+        UserError, match=r"child\.yaml \(extends .*bad-base\.yaml\): model\.similarity: MoLConfig"
+    ):
+        load_config(child)
