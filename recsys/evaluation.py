@@ -25,22 +25,19 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from recsys.atomic import atomic_write_text
+from recsys.batch import SPLITS, SeqBatch, SplitName, batch_windows, dataset_split
 from recsys.dataset import SequenceDataset
-from recsys.errors import UserError
 from recsys.metrics import METRIC_KEYS, compute_metrics, mask_seen, ranks_from_scores, top_k_items
-from recsys.splits import Split, padded_windows, split_from_stats
+from recsys.splits import Split
 
-SplitName = Literal["valid", "test"]
-SPLITS: tuple[SplitName, ...] = ("valid", "test")
 TABLE_KEYS = (
     "hr@1",
     "hr@10",
@@ -60,44 +57,6 @@ class Scorer(Protocol):
     def score_all(
         self, item_ids: Tensor, timestamps: Tensor | None, user_ids: Tensor | None
     ) -> Tensor: ...
-
-
-@dataclass
-class SeqBatch:
-    """A right-padded batch of user histories (training or evaluation).
-
-    item_ids (B, T) long, 0 = padding; timestamps (B, T) long or None; user_ids (B,) long
-    (dense dataset user ids); targets (B,) long or None (training); seen (B, S) long, 0-padded,
-    the whole history for the seen-item filter, or None (training); index (B,) long positions
-    of the queries in their EvalSet, or None (training); first_target (B,) long or None
-    (training with a window stride): the first window position (>= 1) whose event is a
-    supervised target; None = every position >= 1.
-    """
-
-    item_ids: Tensor
-    timestamps: Tensor | None
-    user_ids: Tensor
-    targets: Tensor | None = None
-    seen: Tensor | None = None
-    index: Tensor | None = None
-    first_target: Tensor | None = None
-
-
-def dataset_split(data: SequenceDataset) -> Split:
-    """The train/valid/test split the dataset's stats.json asks for (leave-one-out default)."""
-    try:
-        return split_from_stats(data.stats, data.item_ids, data.offsets, data.timestamps)
-    except (ValueError, KeyError) as e:
-        raise UserError(f"dataset split ({data.stats.get('split')!r}): {e}") from e
-
-
-def batch_windows(
-    values: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int
-) -> np.ndarray:
-    """(B, W) int64: the last <= max_len values of each range, right-padded with 0, where
-    W = min(max_len, longest range) (>= 1): batches are only as wide as they need to be."""
-    width = int(min(max_len, max(int((ends - starts).max(initial=0)), 1)))
-    return padded_windows(values, starts, ends, width).astype(np.int64)
 
 
 class EvalSet(torch.utils.data.Dataset):
@@ -316,7 +275,6 @@ __all__ = [
     "METRIC_KEYS",
     "EvalSet",
     "PopularityScorer",
-    "SeqBatch",
     "collect_ranks",
     "evaluate",
     "evaluate_popularity",

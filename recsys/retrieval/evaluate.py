@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recsys.batch import SplitName
 from recsys.dataset import SequenceDataset
-from recsys.evaluation import EvalSet, SplitName
+from recsys.evaluation import EvalSet
 from recsys.metrics import COVERAGE_K, compute_metrics
 from recsys.retrieval.factory import RetrievalConfig, Retriever, make_retriever
 from recsys.retrieval.index import index_from_model

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recsys.batch import dataset_split
 from recsys.dataset import SequenceDataset
-from recsys.evaluation import dataset_split
 from recsys.models.seqrec import NegativesConfig, SeqRecModel
 from recsys.splits import padded_windows
 

@@ -18,7 +18,8 @@ each position by the next event of the window. Which windows (`train_window`):
   sees up to max_len; so does every query at evaluation). About (max_len - 1) / s times the
   windows on long histories.
 
-Validation / test queries are `recsys.evaluation.EvalSet` (full ranking, seen items masked).
+Batches are `recsys.batch.SeqBatch`; validation / test queries are `recsys.evaluation.EvalSet`
+(full ranking, seen items masked).
 
 Determinism and resuming: the sampler's order and the random windows are pure functions of
 (seed, epoch, rank), so a run resumed from a checkpoint replays exactly the batches an
@@ -40,8 +41,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from recsys.batch import SeqBatch, SplitName, batch_windows, dataset_split
 from recsys.dataset import SequenceDataset, load_dataset
-from recsys.evaluation import EvalSet, SeqBatch, SplitName, batch_windows, dataset_split
+from recsys.evaluation import EvalSet
 from recsys.splits import Split, refit_split
 
 TRAIN_WINDOWS = ("last", "random", "all")

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from recsys.batch import SeqBatch
 from recsys.diagnostics import spread
-from recsys.evaluation import SeqBatch, rank_batch
+from recsys.evaluation import rank_batch
 from recsys.metrics import compute_metrics
 from recsys.models.seqrec import ModelConfig, SeqRecModel
 from recsys.schema import build_dataclass
