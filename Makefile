@@ -21,12 +21,12 @@ demo: $(STAMP)
 	$(VENV)/bin/recsys demo --out out/demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check recsys pipelines serving tests benchmarks
+	$(VENV)/bin/ruff check recsys pipelines serving app tests benchmarks
 	$(PY) -m pytest -p no:cacheprovider tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check recsys pipelines serving tests benchmarks
-	$(VENV)/bin/ruff format --check recsys pipelines serving tests benchmarks
+	$(VENV)/bin/ruff check recsys pipelines serving app tests benchmarks
+	$(VENV)/bin/ruff format --check recsys pipelines serving app tests benchmarks
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -38,7 +38,7 @@ from recsys.splits import cutoff_at_quantile
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """Arguments of `recsys data prepare` (see `pipelines/cli.py` for their help text)."""
+    """Arguments of `recsys data prepare` (see `app/data.py` for their help text)."""
 
     format: str
     input: Path

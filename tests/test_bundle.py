@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "retrieval"))
 from retrieval_helpers import toy_dataset, toy_model
+from safetensors.torch import load_file, save_file
 
 import recsys.bundle as bundle_mod
 from recsys.bundle import (
@@ -25,7 +21,6 @@ from recsys.bundle import (
     load_bundle,
 )
 from recsys.errors import UserError
-from recsys.retrieval.cli import register
 from recsys.retrieval.index import default_index_dtype, index_from_model
 from recsys.training.rundir import write_model_config, write_weights
 
@@ -110,17 +105,6 @@ def test_export_from_run_dir_weights_file_and_lightning_checkpoint(tmp_path) -> 
         assert b.metadata["metrics"] == {"valid": {"ndcg@10": 0.25}}
         versions.add(b.model_version)
     assert len(versions) == 1  # the same weights, whichever form they came in
-
-
-def test_cli_export(tmp_path, capsys) -> None:
-    data = toy_dataset(tmp_path / "data", num_users=30, num_items=20)
-    run = _run_dir(tmp_path, toy_model(data.num_items), tmp_path / "data")
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["export", "--checkpoint", str(run), "--out", str(tmp_path / "b")])
-    assert args.func(args) == 0
-    assert "model_version" in capsys.readouterr().out
-    assert load_bundle(tmp_path / "b").num_items == 20
 
 
 def test_checkpoint_without_data_dir_needs_data(tmp_path) -> None:
@@ -265,7 +249,7 @@ def test_unsorted_seen_set_is_named(exported) -> None:
         load_bundle(out)
 
 
-def test_training_warnings_reach_the_bundle_and_the_export_command(tmp_path, capsys) -> None:
+def test_training_warnings_reach_the_bundle(tmp_path) -> None:
     data = toy_dataset(tmp_path / "data", num_users=20, num_items=30)
     warning = "the model does not beat popularity on validation hr@10: 0.0100 vs 0.0200"
     run = tmp_path / "run"
@@ -273,9 +257,5 @@ def test_training_warnings_reach_the_bundle_and_the_export_command(tmp_path, cap
     write_weights(run / "best.safetensors", model)
     write_model_config(run, model.config, tmp_path / "data", model.config.encoder.max_len)
     (run / "metrics.json").write_text(json.dumps({"valid": {}, "warnings": [warning]}))
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["export", "--checkpoint", str(run), "--out", str(tmp_path / "b")])
-    assert args.func(args) == 0
-    assert warning in capsys.readouterr().err
+    export_bundle(run, tmp_path / "b")
     assert load_bundle(tmp_path / "b").metadata["warnings"] == [warning]

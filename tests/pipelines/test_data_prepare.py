@@ -1,14 +1,12 @@
-"""The prepare job end to end: stats.json, metadata, skipped rows, atomicity, the CLI."""
+"""The prepare job end to end: stats.json, metadata, skipped rows, atomicity."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 
 import pytest
 
-from pipelines.cli import register
 from pipelines.prepare import PrepareConfig, prepare
 from pipelines.readers import ReadOptions
 from pipelines.sequences import BuildConfig
@@ -17,13 +15,6 @@ from recsys.errors import DataFormatError, UserError
 
 RATINGS = "1::10::5::100\n1::20::3::50\n2::10::4::70\n1::10::5::100\n2::30::1::80\n"
 MOVIES = "10::Ten (1990)::Drama\n20::Twenty (1991)::Comedy|Drama\n30::Thirty::\n"
-
-
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="recsys")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def test_movielens_end_to_end(write, tmp_path):
@@ -108,67 +99,6 @@ def test_temporal_split_recorded(write, tmp_path):
         prepare(
             PrepareConfig(format="sequences", input=seq, out=tmp_path / "s", temporal_split=0.5)
         )
-
-
-def test_cli_prepare_and_synth(write, tmp_path, capsys):
-    path = write("log.csv", "who;what;when\nu1;a;5\nu1;b;4\nu2;a;1\n")
-    argv = ["data", "prepare", "--format", "csv", "--input", str(path), "--out",
-            str(tmp_path / "ds"), "--user-col", "who", "--item-col", "what", "--time-col", "when",
-            "--separator", ";", "--quiet"]  # fmt: skip
-    assert run_cli(argv) == 0
-    assert "2 users, 2 items, 3 interactions" in capsys.readouterr().out
-    data = load_dataset(tmp_path / "ds")
-    assert data.user_keys.tolist() == ["u1", "u2"] and data.sequence(0).tolist() == [2, 1]
-    synth = [
-        "data",
-        "synth",
-        "--out",
-        str(tmp_path / "syn"),
-        "--users",
-        "50",
-        "--items",
-        "30",
-        "--seed",
-        "1",
-        "--quiet",
-    ]
-    assert run_cli(synth) == 0
-    assert load_dataset(tmp_path / "syn").num_users == 50
-    raw = [
-        "data",
-        "synth",
-        "--out",
-        str(tmp_path / "raw.csv"),
-        "--users",
-        "20",
-        "--events",
-        "200",
-        "--format",
-        "csv",
-        "--quiet",
-    ]
-    assert run_cli(raw) == 0
-    assert (tmp_path / "raw.csv").read_text().startswith("user_id,item_id,timestamp\n")
-
-
-def test_cli_turns_bad_arguments_into_user_errors(tmp_path):
-    with pytest.raises(UserError, match="kcore must be >= 0"):
-        run_cli(
-            [
-                "data",
-                "prepare",
-                "--format",
-                "csv",
-                "--input",
-                "x",
-                "--out",
-                str(tmp_path),
-                "--kcore",
-                "-1",
-            ]
-        )
-    with pytest.raises(UserError, match="num_users must be >= 1"):
-        run_cli(["data", "synth", "--out", str(tmp_path / "s"), "--users", "0"])
 
 
 def test_read_options_validation():

@@ -1,7 +1,7 @@
 """The `recsys` console script: one entry point, subcommands owned by each area.
 
-Each area registers its own subcommands (`register(subparsers)`), so this file only wires
-them together and turns `UserError` into a one-line message with exit code 2.
+Each module of `app` registers its own subcommands (`register(subparsers)`), so this file
+only wires them together and turns `UserError` into a one-line message with exit code 2.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines.cli import register as register_data
-    from recsys.demo import register as register_demo
-    from recsys.retrieval.cli import register as register_export
-    from recsys.training.cli import register as register_training
-    from serving.cli import register as register_serving
+    from app.data import register as register_data
+    from app.demo import register as register_demo
+    from app.export import register as register_export
+    from app.serve import register as register_serving
+    from app.train import register as register_training
 
     parser = argparse.ArgumentParser(
         prog="recsys",

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+# the training tests' tiny datasets, and their autouse one-thread fixture
+from training.conftest import make_dataset, one_thread  # noqa: F401
+
+from app.train import register
 from recsys.errors import UserError
 from recsys.metrics import METRIC_KEYS
-from recsys.training.cli import register
-
-from .conftest import make_dataset
 
 CONFIG = {
     "name": "cli",

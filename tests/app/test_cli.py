@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from recsys.cli import quiet_third_party
+from app.cli import quiet_third_party
 
 
 def test_lightning_tip_and_pytree_deprecation_are_hidden(caplog: pytest.LogCaptureFixture) -> None:
