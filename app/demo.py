@@ -47,14 +47,15 @@ def _free_port() -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from app.train import load_run_config
+    from pipelines.synth import make_dataset, synth_config
     from recsys.bundle import export_bundle
     from recsys.dataset import load_dataset
     from recsys.evaluation import format_table
-    from recsys.training.config import load_config
     from recsys.training.run import train
 
     out = Path(args.out)
-    config = load_config(args.config)
+    config = load_run_config(args.config)
     data_dir = out / "data"
     run_dir = out / "runs" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -62,9 +63,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if config.data.synthetic is None:
         raise UserError(f"{args.config}: the demo needs a data.synthetic section")
     if not (data_dir / "stats.json").is_file():
-        from pipelines.synth import SynthConfig, make_dataset
-
-        make_dataset(SynthConfig(**config.data.synthetic), data_dir)
+        make_dataset(synth_config(config.data.synthetic), data_dir)
     data = load_dataset(data_dir)
     print(
         f"{data_dir}: {data.num_users:,} users, {data.num_items:,} items, "

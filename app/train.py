@@ -26,6 +26,7 @@ from recsys.evaluation import (
     training_item_counts,
     write_json,
 )
+from recsys.training.config import RunConfig, load_config
 
 BRUTE_FORCE = ("brute-force",)
 
@@ -81,16 +82,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_evaluate)
 
 
+def load_run_config(path: str | Path) -> RunConfig:
+    """`recsys.training.config.load_config`, plus the check of `data.synthetic` against the
+    generator's fields (`pipelines.synth.SynthConfig`; recsys keeps them as given): every
+    error names the file, before any data is read or generated."""
+    from pipelines.synth import synth_config
+
+    config = load_config(path)
+    if config.data.synthetic is not None:
+        try:
+            synth_config(config.data.synthetic)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from e
+    return config
+
+
+def prepare_data(config: RunConfig, data_dir: str | Path | None) -> Path:
+    """The dataset directory of a run (--data beats data.path, `resolve_data_dir`); when it
+    does not exist and the config has a `data.synthetic` section, the synthetic dataset is
+    generated there first (`recsys train --config configs/demo.yaml` needs no download)."""
+    from pipelines.synth import make_dataset, synth_config
+    from recsys.training.run import resolve_data_dir
+
+    path = resolve_data_dir(config, data_dir)
+    if not path.exists() and config.data.synthetic is not None:
+        make_dataset(synth_config(config.data.synthetic), path)
+    return path
+
+
 def run_train(args: argparse.Namespace) -> int:
-    from recsys.training.config import load_config
     from recsys.training.run import train
 
     if args.max_epochs is not None and args.max_epochs < 1:
         raise UserError(f"--max-epochs must be >= 1, got {args.max_epochs}")
-    config = load_config(args.config)  # validated before any data is read
+    config = load_run_config(args.config)  # validated before any data is read
     metrics = train(
         config,
-        data_dir=args.data,
+        data_dir=prepare_data(config, args.data),
         out_dir=args.out,
         resume=args.resume,
         max_epochs=args.max_epochs,

@@ -257,6 +257,16 @@ def write_events(
     return target
 
 
+def synth_config(fields: Any, where: str = "data.synthetic") -> SynthConfig:
+    """A mapping of SynthConfig fields (a run config's `data.synthetic`) -> SynthConfig;
+    unknown keys, wrong types and bad values raise `ConfigError` (a `UserError`) naming
+    `where`, e.g. `data.synthetic: num_users must be >= 1, got 0`."""
+    from recsys.schema import build_dataclass
+
+    config: SynthConfig = build_dataclass(SynthConfig, fields, where)
+    return config
+
+
 def make_dataset(config: SynthConfig, out: str | Path, *, progress: bool = False) -> dict[str, Any]:
     """Generate a log and prepare it into the dataset directory `out`; return its stats.
 

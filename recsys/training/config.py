@@ -58,8 +58,10 @@ class DataConfig:
     train_stride: with `all`, windows end every `train_stride` events and each supervises
     only its last `train_stride` targets, so every target but a user's earliest has at least
     max_len - train_stride events of context (null = max_len - 1: windows overlap by one).
-    synthetic: `pipelines.synth.SynthConfig` fields; when given and `path` does not exist,
-    the synthetic dataset is generated there first (the demo needs no download)."""
+    synthetic: the fields of a synthetic-data generator (`pipelines.synth.SynthConfig`), kept
+    here as given: the library only reads dataset directories; the `recsys` CLI (`app.train`)
+    checks these fields when it reads the config and, when `path` does not exist, generates
+    the synthetic dataset there first (the demo needs no download)."""
 
     path: str | None = None
     train_window: Literal["last", "random", "all"] = "last"
@@ -243,8 +245,6 @@ def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
         raise UserError(f"{source}: name must be a non-empty string, got {name!r}")
     try:
         data = build_dataclass(DataConfig, raw.get("data"), "data")
-        if data.synthetic is not None:
-            synth_config(data)  # validate the generator's fields now, before any work
         training = build_dataclass(TrainingConfig, raw.get("training"), "training")
         model = build_dataclass(ModelSpec, raw["model"], "model")
         max_len = model.encoder.max_len
@@ -256,13 +256,6 @@ def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
     except UserError as e:
         raise UserError(f"{source}: {e}") from e
     return RunConfig(name=name, data=data, model=model, training=training)
-
-
-def synth_config(data: DataConfig) -> Any:
-    """data.synthetic -> pipelines.synth.SynthConfig (validated, fields named on error)."""
-    from pipelines.synth import SynthConfig  # the generator lives with the pipelines
-
-    return build_dataclass(SynthConfig, data.synthetic, "data.synthetic")
 
 
 # ----------------------------------------------------------------------------- YAML files

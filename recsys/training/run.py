@@ -45,7 +45,7 @@ from recsys.evaluation import (
 )
 from recsys.models.seqrec import SeqRecModel
 from recsys.training import rundir
-from recsys.training.config import RunConfig, synth_config
+from recsys.training.config import RunConfig
 from recsys.training.data import SeqDataModule
 from recsys.training.module import SeqRecModule
 
@@ -73,16 +73,12 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 
 def resolve_data_dir(config: RunConfig, data_dir: str | Path | None) -> Path:
-    """--data beats the config's data.path; a missing synthetic dataset is generated."""
+    """--data beats the config's data.path. (Generating a missing synthetic dataset,
+    `data.synthetic`, is the caller's: `app.train.prepare_data` does it for the CLI.)"""
     path = data_dir if data_dir is not None else config.data.path
     if path is None:
         raise UserError("no dataset: pass --data DIR or set data.path in the config")
-    path = Path(path)
-    if not path.exists() and config.data.synthetic is not None:
-        from pipelines.synth import make_dataset  # the generator lives with the pipelines
-
-        make_dataset(synth_config(config.data), path)
-    return path
+    return Path(path)
 
 
 def resolve_resume(resume: str | Path | None) -> Path | None:

@@ -95,3 +95,32 @@ def test_train_refit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     refit = json.loads((run / "refit" / "metrics.json").read_text())
     best = json.loads((run / "model_config.json").read_text())["best_epoch"]
     assert refit["epochs"] == best + 1 and list(refit["test"]) == list(METRIC_KEYS)
+
+
+def test_synthetic_fields_are_checked_when_the_config_is_read(tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    data = tmp_path / "syn"
+    for fields, message in [
+        ({"num_users": 0}, r"cfg\.yaml: data\.synthetic: num_users must be >= 1"),
+        ({"users": 5}, r"cfg\.yaml: data\.synthetic: unknown key 'users'"),
+    ]:
+        cfg.write_text(yaml.safe_dump({**CONFIG, "data": {"path": str(data), "synthetic": fields}}))
+        with pytest.raises(UserError, match=message):
+            run_cli(["train", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    assert not data.exists() and not (tmp_path / "run").exists()
+
+
+def test_train_generates_a_missing_synthetic_dataset(tmp_path: Path) -> None:
+    data = tmp_path / "syn"
+    synthetic = {"num_users": 40, "num_items": 20, "mean_length": 10, "seed": 1}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "data": {"path": str(data), "synthetic": synthetic}}))
+    run = tmp_path / "run"
+    argv = ["train", "--config", str(cfg), "--out", str(run), "--max-epochs", "1", "--no-progress"]
+    assert run_cli(argv) == 0
+    stats = json.loads((data / "stats.json").read_text())
+    assert stats["num_users"] == 40 and stats["synth"]["seed"] == 1
+    assert json.loads((run / "model_config.json").read_text())["data_dir"] == str(data.resolve())
+    before = (data / "stats.json").stat().st_mtime_ns
+    assert run_cli([*argv[:4], str(tmp_path / "run2"), *argv[5:]]) == 0  # present: reused
+    assert (data / "stats.json").stat().st_mtime_ns == before

@@ -9,8 +9,16 @@ import polars as pl
 import pytest
 
 from pipelines.prepare import PrepareConfig, prepare
-from pipelines.synth import SynthConfig, catalog, generate_events, make_dataset, write_events
+from pipelines.synth import (
+    SynthConfig,
+    catalog,
+    generate_events,
+    make_dataset,
+    synth_config,
+    write_events,
+)
 from recsys.dataset import load_dataset
+from recsys.errors import UserError
 from recsys.splits import leave_one_out
 
 SMALL = SynthConfig(num_users=600, num_items=200, seed=3, mean_length=25)
@@ -94,3 +102,18 @@ def test_planted_structure_beats_popularity(tmp_path: Path):
 def test_config_errors_name_the_field(fields, pattern):
     with pytest.raises(ValueError, match=pattern):
         SynthConfig(**fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"num_users": 0}, r"^data\.synthetic: num_users must be >= 1"),
+        ({"users": 5}, r"^data\.synthetic: unknown key 'users'"),
+        ({"seed": "x"}, r"^data\.synthetic\.seed: expected an integer"),
+        ([1, 2], r"^data\.synthetic: expected a mapping"),
+    ],
+)
+def test_synth_config_names_the_field(fields, message):
+    with pytest.raises(UserError, match=message):
+        synth_config(fields)
+    assert synth_config({"num_users": 7, "seed": 2}) == SynthConfig(num_users=7, seed=2)
