@@ -129,7 +129,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def recommend_command(args: argparse.Namespace) -> int:
-    from pipelines.batch_recommend import BatchRecommendConfig, run_batch_recommend
+    from serving.batch import BatchRecommendConfig, run_batch_recommend
     from serving.local_ray import local_ray
 
     config = BatchRecommendConfig(

@@ -151,7 +151,7 @@ def rails_recall(bundle: Path, args: argparse.Namespace, users: int = 512) -> di
 
 
 def time_batch_job(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.batch_recommend import BatchRecommendConfig, run_batch_recommend
+    from serving.batch import BatchRecommendConfig, run_batch_recommend
     from serving.local_ray import local_ray
 
     with local_ray(log_to_driver=False), tempfile.TemporaryDirectory() as tmp:

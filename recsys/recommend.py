@@ -1,10 +1,10 @@
 """The Recommender: bundle -> user encoder -> retriever -> original item keys.
 
 The one library entry used by the HTTP service (`serving/`) and the batch job
-(`pipelines/batch_recommend.py`). A batch of requests costs one encoder call and one
-retriever call per retriever named in the batch (normally one), whatever mix of stored
-histories, explicit histories and filters it holds; cold-start requests skip both and are
-answered from item popularity.
+(`serving/batch.py`). A batch of requests costs one encoder call and one retriever call per
+retriever named in the batch (normally one), whatever mix of stored histories, explicit
+histories and filters it holds; cold-start requests skip both and are answered from item
+popularity.
 
 Per request:
 - the query history is the explicit `history` when given (unknown keys are ignored and

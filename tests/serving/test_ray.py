@@ -204,7 +204,7 @@ def test_hot_swap_and_broken_bundle(stack, make_bundle, broken_bundle):
 def test_batch_recommendations_equal_the_library(stack, make_bundle, tmp_path):
     import polars as pl
 
-    from pipelines.batch_recommend import BatchRecommendConfig, run_batch_recommend
+    from serving.batch import BatchRecommendConfig, run_batch_recommend
 
     bundle = make_bundle(1)
     rec = Recommender.load(bundle)
@@ -242,7 +242,7 @@ def test_long_histories_never_come_back_over_http_or_in_batch(
     with is served, through HTTP (both retrievers) and the Ray Data batch job."""
     import polars as pl
 
-    from pipelines.batch_recommend import BatchRecommendConfig, run_batch_recommend
+    from serving.batch import BatchRecommendConfig, run_batch_recommend
 
     data, bundle = tiny_dataset, make_bundle(1)
     max_len = Recommender.load(bundle).max_seq_len
