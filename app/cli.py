@@ -7,36 +7,44 @@ only wires them together and turns `UserError` into a one-line message with exit
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
-import runpy
+import pkgutil
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 from recsys.errors import UserError
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCH_PACKAGE = "benchmarks"
+BENCH_PREFIX = "bench_"
+
+
+def bench_names() -> list[str]:
+    """NAME of every benchmarks/bench_NAME.py module."""
+    import benchmarks
+
+    return sorted(
+        m.name.removeprefix(BENCH_PREFIX)
+        for m in pkgutil.iter_modules(benchmarks.__path__)
+        if m.name.startswith(BENCH_PREFIX)
+    )
 
 
 def _register_bench(subparsers: argparse._SubParsersAction) -> None:
-    names = sorted(p.stem.removeprefix("bench_") for p in BENCH_DIR.glob("bench_*.py"))
     p = subparsers.add_parser(
         "bench",
-        help="run a benchmark script from benchmarks/ (writes JSON to benchmarks/results/)",
-        description="Run benchmarks/bench_NAME.py; arguments after NAME go to the script.",
+        help="run a benchmark from benchmarks/ (writes JSON to benchmarks/results/)",
+        description="Run benchmarks.bench_NAME's main(); arguments after NAME go to it.",
     )
-    p.add_argument("name", choices=names or None, help="benchmark name")
+    p.add_argument("name", choices=bench_names() or None, help="benchmark name")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     p.set_defaults(func=_run_bench)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    script = BENCH_DIR / f"bench_{args.name}.py"
-    if not script.is_file():
-        raise UserError(f"no benchmark {args.name!r}: {script} does not exist")
-    module = runpy.run_path(str(script), run_name="recsys_bench")
-    return int(module["main"](list(args.args)) or 0)
+    module = importlib.import_module(f"{BENCH_PACKAGE}.{BENCH_PREFIX}{args.name}")
+    return int(module.main(list(args.args)) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

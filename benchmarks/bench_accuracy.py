@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.shared_data import prepared_sequences, shared_data_dir
+from benchmarks.shared_data import prepared_sequences, shared_data_dir
 from recsys.atomic import atomic_write_text
 from recsys.provenance import REPO_ROOT, provenance
 

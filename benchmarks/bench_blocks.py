@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_bounded_stages import catalog_parser, ready, same_topk, write_record
-from bench_retrieval import query_batches, timed
-
+from benchmarks.bench_bounded_stages import catalog_parser, ready, same_topk, write_record
+from benchmarks.bench_retrieval import query_batches, timed
 from recsys.bundle import load_bundle
 from recsys.provenance import command_line, provenance
 from recsys.retrieval.bounded import (

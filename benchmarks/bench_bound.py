@@ -36,21 +36,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recsys.atomic import atomic_write_text
+from recsys.provenance import command_line, provenance
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-for _path in (REPO_ROOT, REPO_ROOT / "benchmarks"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from recsys.atomic import atomic_write_text  # noqa: E402
-from recsys.provenance import command_line, provenance  # noqa: E402
 
 SILU_ARGMIN = -1.2784645  # silu's minimum on the real line
 
@@ -133,8 +129,7 @@ def kept_shares(
     """Per k, per user: the share of admissible items each certificate keeps (and each
     certificate's mean a_qx interval width). The queries are those of the retrieval
     benchmark (recent histories of random users)."""
-    from bench_retrieval import query_batches
-
+    from benchmarks.bench_retrieval import query_batches
     from recsys.similarity.mol import component_logits, cross_gate
 
     sim, index = bundle.model.similarity, bundle.index

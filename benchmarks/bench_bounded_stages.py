@@ -20,16 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_retrieval import query_batches, timed
-from retrieval_catalogs import cached_bundle_path
-
+from benchmarks.bench_retrieval import query_batches, timed
+from benchmarks.retrieval_catalogs import cached_bundle_path
 from recsys.atomic import atomic_write_text
 from recsys.bundle import load_bundle
 from recsys.malloc import tune_malloc

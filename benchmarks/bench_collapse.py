@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,23 +48,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from recsys.atomic import atomic_write_text
+from recsys.dataset import SequenceDataset, load_dataset
+from recsys.diagnostics import spread
+from recsys.evaluation import EvalSet, collect_ranks
+from recsys.losses import sampled_softmax_loss
+from recsys.metrics import compute_metrics
+from recsys.models.sasrec import SASRecConfig
+from recsys.models.seqrec import ModelConfig, NegativesConfig, SeqRecModel
+from recsys.provenance import command_line, provenance
+from recsys.similarity.dot import DotConfig
+from recsys.similarity.mol import MoLConfig
+from recsys.similarity.parts import ItemParts, QueryParts
+from recsys.training.data import SeqDataModule
 
-from recsys.atomic import atomic_write_text  # noqa: E402
-from recsys.dataset import SequenceDataset, load_dataset  # noqa: E402
-from recsys.diagnostics import spread  # noqa: E402
-from recsys.evaluation import EvalSet, collect_ranks  # noqa: E402
-from recsys.losses import sampled_softmax_loss  # noqa: E402
-from recsys.metrics import compute_metrics  # noqa: E402
-from recsys.models.sasrec import SASRecConfig  # noqa: E402
-from recsys.models.seqrec import ModelConfig, NegativesConfig, SeqRecModel  # noqa: E402
-from recsys.provenance import command_line, provenance  # noqa: E402
-from recsys.similarity.dot import DotConfig  # noqa: E402
-from recsys.similarity.mol import MoLConfig  # noqa: E402
-from recsys.similarity.parts import ItemParts, QueryParts  # noqa: E402
-from recsys.training.data import SeqDataModule  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ENCODER = SASRecConfig(max_len=50, dim=64, num_blocks=2, num_heads=2, dropout=0.5)
 MOL1 = MoLConfig(p_q=1, p_x=1, d_p=64, user_id_components=0)

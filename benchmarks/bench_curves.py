@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from benchmarks.bench_accuracy import validation_curve
+from recsys.atomic import atomic_write_text
+from recsys.provenance import command_line, provenance
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-for _path in (REPO_ROOT, REPO_ROOT / "benchmarks"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from bench_accuracy import validation_curve  # noqa: E402
-
-from recsys.atomic import atomic_write_text  # noqa: E402
-from recsys.provenance import command_line, provenance  # noqa: E402
 
 
 def equal_epochs(curves: dict[str, list[dict]]) -> list[dict]:

@@ -21,13 +21,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
 TARGET_S = 30.0
 RECBOLE_EVAL_S = 9.0
@@ -35,7 +33,7 @@ RECBOLE_EVAL_S = 9.0
 
 def prepared_ml1m(cache: Path) -> Path | None:
     """data/ml-1m prepared from ../shared/data/ml-1m/sequences.txt on first use (None if absent)."""
-    from pipelines.shared_data import prepared_sequences
+    from benchmarks.shared_data import prepared_sequences
 
     return prepared_sequences("ml-1m/sequences.txt", cache / "ml-1m")
 
@@ -81,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = prepared_ml1m(args.data_cache)
     if data_dir is None:
-        from pipelines.shared_data import shared_data_dir
+        from benchmarks.shared_data import shared_data_dir
 
         print(f"skip: {shared_data_dir() / 'ml-1m' / 'sequences.txt'} is absent")
         return 0

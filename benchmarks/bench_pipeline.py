@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from recsys.provenance import command_line, provenance
 
-from recsys.provenance import command_line, provenance  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 BASELINE = """
 import json, sys, time

@@ -20,11 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from recsys.atomic import atomic_write_text
 
-from recsys.atomic import atomic_write_text  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 DOC = REPO_ROOT / "docs" / "RESULTS.md"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval_catalogs import exclusion_rows, history_batches, synthetic_bundle
-
+from benchmarks.retrieval_catalogs import exclusion_rows, history_batches, synthetic_bundle
 from recsys.atomic import atomic_write_bytes, atomic_write_text
 from recsys.bundle import Bundle, load_bundle
 from recsys.malloc import tune_malloc

@@ -52,9 +52,6 @@ from typing import Any
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-for _path in (REPO_ROOT, REPO_ROOT / "benchmarks"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
 
 RECBOLE = {
     "epoch_s": 3303,
@@ -66,7 +63,7 @@ TARGET_EPOCH_S = 66.0
 
 def prepared_ml1m(cache: Path) -> Path | None:
     """data/ml-1m prepared from ../shared/data/ml-1m/sequences.txt on first use (None if absent)."""
-    from pipelines.shared_data import prepared_sequences
+    from benchmarks.shared_data import prepared_sequences
 
     return prepared_sequences("ml-1m/sequences.txt", cache / "ml-1m")
 
@@ -80,8 +77,8 @@ def _child(args: argparse.Namespace) -> int:
     """One training run in this process; writes its measurements as JSON to args.child."""
     import lightning as L
     import torch
-    from bench_accuracy import validation_curve
 
+    from benchmarks.bench_accuracy import validation_curve
     from recsys.training.config import config_from_dict, load_config
     from recsys.training.run import train
 
@@ -377,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = prepared_ml1m(args.data_cache)
     if data is None:
-        from pipelines.shared_data import shared_data_dir
+        from benchmarks.shared_data import shared_data_dir
 
         print(f"skip: {shared_data_dir() / 'ml-1m' / 'sequences.txt'} is absent")
         return 0

@@ -35,14 +35,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a script: make the repo importable
-    sys.path.insert(0, str(REPO_ROOT))
+from recsys.atomic import atomic_write_text
+from recsys.provenance import command_line, provenance
+from recsys.recommend import DEFAULT_RAILS_BUDGET
+from serving.loadgen import closed_loop, encode_post, send_each
 
-from recsys.atomic import atomic_write_text  # noqa: E402
-from recsys.provenance import command_line, provenance  # noqa: E402
-from recsys.recommend import DEFAULT_RAILS_BUDGET  # noqa: E402
-from serving.loadgen import closed_loop, encode_post, send_each  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 HOST = "127.0.0.1"

@@ -7,7 +7,7 @@ the catalog keeps *every* item of the generator, seen or not, so that N is exact
 requested size (a real catalog also holds items nobody has interacted with yet).
 The model is the paper's ML-1M MoL (P_Q x P_X x d_P = 8 x 4 x 64, one user-id component,
 D = 50) over a 2-block SASRec encoder (the encoder only shapes the queries; retrieval cost
-does not depend on it), trained with `recsys.retrieval.quick_train` (a hand-rolled loop:
+does not depend on it), trained with `benchmarks.quick_train` (a hand-rolled loop:
 `recsys.training` would validate on the full 1M catalog every epoch).
 
 The cache is keyed by everything that made a catalog: its size, users, steps, batch, seed,
@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.quick_train import QuickTrainConfig, quick_train
 from pipelines.synth import SynthConfig, catalog, generate_events
 from recsys.atomic import atomic_write_text
 from recsys.bundle import METADATA_FILE, export_bundle_from_model
 from recsys.dataset import SequenceDataset
 from recsys.models.sasrec import SASRecConfig
 from recsys.models.seqrec import ModelConfig, SeqRecModel
-from recsys.retrieval.quick_train import QuickTrainConfig, quick_train
 from recsys.similarity.mol import MoLConfig
 
 TRAINING_FILE = "training.json"
@@ -95,7 +95,7 @@ FINGERPRINT_PACKAGES = (
     "recsys/losses.py",
 )
 FINGERPRINT_FILES = (
-    "recsys/retrieval/quick_train.py",
+    "benchmarks/quick_train.py",
     "recsys/bundle.py",
     "recsys/retrieval/index.py",
 )
@@ -166,7 +166,7 @@ def synthetic_bundle(
     )
     record = {
         **wanted,
-        "trainer": "recsys.retrieval.quick_train (hand-rolled AdamW loop on training_loss)",
+        "trainer": "benchmarks.quick_train (hand-rolled AdamW loop on training_loss)",
         "num_interactions": data.num_interactions,
         "items_seen": int((data.item_counts > 0).sum()),
         **train,

@@ -154,7 +154,7 @@ def toy_model(num_items: int, seed: int = 0, kind: str = "mol"):
 
 def trained_toy(path, steps: int = 60, seed: int = 0):
     """(model, dataset): a toy MoL model after `steps` quick AdamW steps."""
-    from recsys.retrieval.quick_train import QuickTrainConfig, quick_train
+    from benchmarks.quick_train import QuickTrainConfig, quick_train
 
     data = toy_dataset(path, seed=seed)
     model = toy_model(data.num_items, seed)

@@ -1,13 +1,16 @@
-"""The console script hides third-party notices a user cannot act on, and nothing else."""
+"""The console script: third-party notices a user cannot act on are hidden (and nothing
+else), and `recsys bench NAME` runs the module benchmarks.bench_NAME."""
 
 from __future__ import annotations
 
 import logging
+import sys
+import types
 import warnings
 
 import pytest
 
-from app.cli import quiet_third_party
+from app.cli import bench_names, main, quiet_third_party
 
 
 def test_lightning_tip_and_pytree_deprecation_are_hidden(caplog: pytest.LogCaptureFixture) -> None:
@@ -26,3 +29,17 @@ def test_lightning_tip_and_pytree_deprecation_are_hidden(caplog: pytest.LogCaptu
         logger.info("💡 Tip: For seamless cloud logging ...")
         logger.info("GPU available: False")
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False"]
+
+
+def test_bench_runs_a_benchmark_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = bench_names()
+    assert {"retrieval", "results_doc", "pipeline"} <= set(
+        names
+    ) and "retrieval_catalogs" not in names
+    seen: list[list[str]] = []
+    fake = types.ModuleType("benchmarks.bench_fake")
+    fake.main = lambda argv: seen.append(argv) or 3  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "benchmarks.bench_fake", fake)
+    monkeypatch.setattr("app.cli.bench_names", lambda: [*names, "fake"])
+    assert main(["bench", "fake", "--size", "1M"]) == 3
+    assert seen == [["--size", "1M"]]

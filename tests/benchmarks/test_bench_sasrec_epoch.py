@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
+from training.conftest import make_dataset
 
-from bench_sasrec_epoch import _config_defaults, epoch_sizes  # noqa: E402
+from benchmarks.bench_sasrec_epoch import _config_defaults, epoch_sizes
 
-from tests.training.conftest import make_dataset  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_epoch_sizes_count_every_target_once_with_or_without_stride(tmp_path: Path) -> None:
@@ -49,7 +47,7 @@ def test_options_not_given_come_from_the_config() -> None:
 
 
 def test_summary_rows_are_upserted_by_label(tmp_path: Path) -> None:
-    from bench_sasrec_epoch import summary_rows, update_summary
+    from benchmarks.bench_sasrec_epoch import summary_rows, update_summary
 
     def run(negatives: str, hr: float) -> dict:
         test = {"hr@10": hr, "ndcg@10": 0.1, "hr@50": 0.5, "hr@200": 0.7, "mrr": 0.1}

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
+from training.conftest import make_dataset
 
-from bench_collapse import VARIANTS, main  # noqa: E402
-
-from tests.training.conftest import make_dataset  # noqa: E402
+from benchmarks.bench_collapse import VARIANTS, main
 
 
 def test_writes_one_row_per_variant(tmp_path: Path) -> None:

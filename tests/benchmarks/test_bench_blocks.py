@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "retrieval"))
-
-from bench_blocks import RAGGED_PAIRS, brute_force_chunks, main, ragged_variants
 from retrieval_helpers import make_catalog, random_exclude
+
+from benchmarks.bench_blocks import RAGGED_PAIRS, brute_force_chunks, main, ragged_variants
 
 
 def test_block_variants_agree_on_a_small_catalog() -> None:

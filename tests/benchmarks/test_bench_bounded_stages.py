@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "retrieval"))
-
-from bench_bounded_stages import main, stage_record
 from retrieval_helpers import make_catalog, random_exclude
 
+from benchmarks.bench_bounded_stages import main, stage_record
 from recsys.retrieval.bounded import STAGES, BoundedConfig, BoundedExact
 from recsys.retrieval.brute_force import BruteForce
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from bench_curves import equal_epochs, plot, run_config, validation_curve
+from benchmarks.bench_curves import equal_epochs, plot, run_config, validation_curve
 
 
 def _log(path: Path, rows: list[tuple[int, float, float]]) -> None:

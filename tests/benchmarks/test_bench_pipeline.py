@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import runpy
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from benchmarks.bench_pipeline import main
 
 
 def test_bench_pipeline_smoke(tmp_path):
-    module = runpy.run_path(str(REPO / "benchmarks" / "bench_pipeline.py"), run_name="smoke")
     out = tmp_path / "pipeline.json"
     argv = ["--events", "3000", "--users", "100", "--items", "60", "--repeats", "1"]
-    assert module["main"]([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["events"]["rows"] >= 3000
     assert result["prepare"]["runs"][0]["num_users"] == 100

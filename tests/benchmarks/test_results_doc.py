@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import bench_results_doc  # noqa: E402
-from bench_results_doc import (  # noqa: E402
+import benchmarks.bench_results_doc as bench_results_doc
+from benchmarks.bench_results_doc import (
     COMMAND,
     README_END,
     README_START,
@@ -20,6 +16,8 @@ from bench_results_doc import (  # noqa: E402
     render,
     with_readme_table,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _row(name: str, similarity: str, hr: float, **extra: object) -> dict:

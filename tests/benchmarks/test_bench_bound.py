@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from bench_bound import (
+from benchmarks.bench_bound import (
     ball_ibp_cross_gate,
     box_test,
     cluster_mean,

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.bench_accuracy import summary_row, update_summary
+from recsys.training.config import load_config
 
-from bench_accuracy import summary_row, update_summary  # noqa: E402
-
-from recsys.training.config import load_config  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _result(config: str, hr: float) -> dict:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import retrieval_catalogs  # noqa: E402
-from retrieval_catalogs import cache_key, cached_bundle_path, catalog_key, code_fingerprint  # noqa: E402
+import benchmarks.retrieval_catalogs as retrieval_catalogs
+from benchmarks.retrieval_catalogs import (
+    cache_key,
+    cached_bundle_path,
+    catalog_key,
+    code_fingerprint,
+)
 
 
 def test_key_covers_settings_model_and_code(tmp_path: Path) -> None:
