@@ -108,7 +108,9 @@ class TrainingConfig:
 
     precision: `auto` = bf16-mixed on CUDA devices with bf16 support and on CPUs with native
     bf16 matmul (see recsys.training.run for the measured trade-off), fp32 otherwise.
-    devices: an int >= 1 or "auto"; strategy: Lightning strategy name (ddp for multi-GPU).
+    devices: an int >= 1 or "auto"; strategy: Lightning strategy name (ddp for multi-GPU);
+    num_nodes: machines of a multi-node DDP run (each runs the same command under a cluster
+    launcher that sets MASTER_ADDR / NODE_RANK, e.g. torchrun or SLURM).
     limit_train_batches: cap on training batches per epoch (smoke runs; None = all).
     eval_bf16: score validation/test in bf16 (faster; see recsys.evaluation on ties).
     val_users: the per-epoch validation (checkpoint selection, early stopping) ranks a fixed
@@ -134,6 +136,7 @@ class TrainingConfig:
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
+    num_nodes: int = 1
     seed: int = 42
     eval_batch_size: int = 256
     eval_bf16: bool = False
@@ -179,6 +182,14 @@ class TrainingConfig:
         if isinstance(self.devices, str) and self.devices != "auto":
             raise ValueError(
                 f"TrainingConfig.devices must be an int >= 1 or 'auto', got {self.devices!r}"
+            )
+        if (
+            isinstance(self.num_nodes, bool)
+            or not isinstance(self.num_nodes, int)
+            or self.num_nodes < 1
+        ):
+            raise ValueError(
+                f"TrainingConfig.num_nodes must be an integer >= 1, got {self.num_nodes!r}"
             )
         if isinstance(self.devices, int) and self.devices < 1:
             raise ValueError(f"TrainingConfig.devices must be >= 1, got {self.devices}")

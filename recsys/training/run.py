@@ -154,6 +154,7 @@ def _trainer(
         max_epochs=max_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
         callbacks=[best, stopping, last, ElapsedTime(), *lr_log, *extra_callbacks],
@@ -355,6 +356,7 @@ def refit(
         max_epochs=epochs,
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
         callbacks=[keep, *([LearningRateMonitor(logging_interval="step")] if scheduled else [])],

@@ -68,6 +68,7 @@ def test_valid_config_builds() -> None:
         ("training.batch_size", 2.5, r"training\.batch_size: expected an integer"),
         ("training.betas", [0.9], r"training\.betas: expected 2 values"),
         ("training.devices", "many", r"TrainingConfig\.devices must be an int >= 1 or 'auto'"),
+        ("training.num_nodes", 0, r"TrainingConfig\.num_nodes must be an integer >= 1"),
         ("data.train_window", "middle", r"data\.train_window: must be one of"),
         ("data.train_stride", 0, r"DataConfig\.train_stride must be >= 1"),
         ("data.train_stride", 5, r"applies to train_window 'all' only"),

@@ -259,3 +259,11 @@ def test_refit_trains_the_selected_epochs_on_train_and_valid(tmp_path: Path) -> 
 def test_refit_needs_a_selected_epoch(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a run directory"):
         refit(tiny_config(), tmp_path)
+
+
+def test_num_nodes_reaches_the_trainer(tmp_path: Path) -> None:
+    from recsys.training.run import _trainer
+
+    config = tiny_config(epochs=1, accelerator="cpu", devices=1, strategy="ddp", num_nodes=2)
+    trainer = _trainer(config, tmp_path, 1, False, [])
+    assert trainer.num_nodes == 2
