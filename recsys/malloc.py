@@ -3,10 +3,8 @@
 A recommendation batch allocates and frees the same few MiB-sized tensors (gathered item
 components, the MoL gate's hidden layer) call after call. With glibc's default, dynamic
 thresholds, many of those blocks are returned to the operating system when freed and
-page-faulted back in on the next call. On the 2-core machine, with the ML-1M bundle, a
-rails batch of `Recommender.recommend` took 7.4 ms instead of 3.2 ms for 8 requests and
-27.9 ms instead of 11.6 ms for 32 (benchmarks/results/recommend-ml-1m-cpu.json,
-"malloc_default" against "malloc_tuned").
+page-faulted back in on the next call, which can cost more than the batch's arithmetic
+(benchmarks/results/recommend-ml-1m-cpu.json, "malloc_default" against "malloc_tuned").
 
 `tune_malloc()` fixes both thresholds (which also turns the dynamic adjustment off):
 blocks below 32 MiB come from the heap and freed memory is kept up to 256 MiB. The

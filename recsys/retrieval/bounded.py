@@ -15,11 +15,10 @@ When the candidate stage finds fewer than k admissible items, S = -inf and every
 survives (brute force through the same path).
 
 The bound pass may run in bf16: the default wherever bf16 products run in hardware (a CUDA
-GPU with bf16, a CPU with AVX512-BF16 or AMX: `native_bf16`) or the index is bf16; on the
-1M catalog it makes bounded-exact 5.2x brute force instead of 4.0x with a float32 pass
-(benchmarks/results/retrieval-1M-cpu.json). Rounding cannot break the certificate; the
-survivor test lowers each query's threshold by a margin that covers it (`survivor_margin`,
-in logit units, per query):
+GPU with bf16, a CPU with AVX512-BF16 or AMX: `native_bf16`) or the index is bf16, where
+it makes the bound pass cheaper (benchmarks/results/retrieval-1M-cpu.json). Rounding
+cannot break the certificate; the survivor test lowers each query's threshold by a margin
+that covers it (`survivor_margin`, in logit units, per query):
 - the bf16 query components fq differ from f / tau by a known error df (computed, per
   query: max_i ||df_i||), the bf16 item components from the index's by at most e_g (the
   largest ||g_bf16 - g|| over the catalog, computed once; 0 when the index is bf16), so
@@ -113,10 +112,9 @@ GATE_MARGIN = 1e-2
 # (B, c, H) gate hidden layer stays in cache (4096 x 128 float32 = 2 MiB).
 GATE_PAIRS = MAX_PAIRS
 # An item in the survivor lists of more than this share of the queries is scored once for
-# all of them (brute-force style, ~330 ns a pair) rather than gathered for each (~600 ns a
-# pair): past 55% the pairs scored in vain cost less than the gathers they save. On the 1M
-# benchmark batch the 711k survivor pairs of 28 queries hold only 63k distinct items, and
-# rescoring them takes 361 ms with sharing, 409 ms without (blocks-1M-cpu.json).
+# all of them (brute-force style, cheaper per pair) rather than gathered for each: past
+# 55% the pairs scored in vain cost less than the gathers they save. Survivor lists of a
+# batch overlap heavily (benchmarks/results/blocks-1M-cpu.json).
 SHARED_ABOVE = 0.55
 
 
@@ -225,8 +223,8 @@ def max_logits(fq: Tensor, g_block: Tensor, batch: int) -> Tensor:
     (B, c) m(x) = max over (i, j) of the component logits, in fq's dtype.
 
     One product per item slot j against the strided view g_block[:, j] (no copy), each
-    reduced over P_Q along a middle axis with a contiguous inner axis: ~5x faster on CPU
-    than one (B*P_Q, c*P_X) product reduced over the two interleaved axes (measured)."""
+    reduced over P_Q along a middle axis with a contiguous inner axis: much faster on CPU
+    than one (B*P_Q, c*P_X) product reduced over the two interleaved axes."""
     c, p_x, _ = g_block.shape
     m = None
     for j in range(p_x):
@@ -257,10 +255,9 @@ def score_ragged(
     items at a time), so their work is the number of pairs: padding every query to the
     longest list would score up to B * max(count) pairs.
 
-    Not pruned by the gate bound (`recsys.similarity.mol_bound`): on the 1M catalog (measured
-    once, not recorded) it kept
-    11% of the sparse queries' survivors, but bound plus rescoring took 462 ms against 422
-    ms for rescoring all 709k gathered pairs (the bound costs ~85% of a score at B = 1)."""
+    Not pruned by the gate bound (`recsys.similarity.mol_bound`): at B = 1 the bound costs
+    nearly as much as a score, so bounding and then rescoring the few pairs it keeps is no
+    cheaper than rescoring every gathered pair."""
     b = queries.batch_size
     count = torch.bincount(ids)  # lists holding each item
     shared = count[ids] > shared_above * b if b > 1 else torch.zeros_like(ids, dtype=torch.bool)

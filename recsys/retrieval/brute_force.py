@@ -5,12 +5,9 @@ Chunked over queries and items: a block of b <= `query_chunk` queries is scored 
 `pair_chunk // b` items at a time and folded into a running top-k, so the largest
 intermediate is the similarity's (b, pair_chunk // b, hidden) gate activation, whatever N
 is. The default, 4,096 pairs, keeps that activation at 2 MiB, so the gate's element-wise
-passes run in cache: on the 1M-item catalog (batch 32, one thread;
-benchmarks/results/blocks-1M-cpu.json) brute force took 10.7 s with 4,096 pairs a block
-against 11.5 s (2,048), 11.6 s (8,192) and 12.6 s (32,768, the previous default). Blocks
-above 32 MiB would also be served by fresh mmap'd pages on every call (glibc hands them
-straight back to the OS), whose page faults cost more than the arithmetic (measured ~2x
-slower per pair).
+passes run in cache (block sizes compared in benchmarks/results/blocks-1M-cpu.json).
+Blocks above 32 MiB would also be served by fresh mmap'd pages on every call (glibc hands
+them straight back to the OS), whose page faults cost more than the arithmetic.
 
 Shapes: B queries, N catalog size (ids 1..N), K top-k.
 """

@@ -33,9 +33,8 @@ SCORE_DTYPE = torch.float32
 BUILD_CHUNK = 65_536
 # (query, item) pairs scored at once when rescoring candidates: bounds the (B, C, hidden)
 # intermediates of the MoL cross gate and the gathered (B, C, P_X, d_P) components to
-# 2-4 MiB, so the gate's element-wise passes run in cache (see brute_force.py). Rescoring
-# the 711k surviving pairs of bounded-exact on the 1M catalog one query at a time: 409 ms
-# at 4,096 pairs a call, 462 ms at 16,384 (benchmarks/results/blocks-1M-cpu.json).
+# 2-4 MiB, so the gate's element-wise passes run in cache (see brute_force.py;
+# benchmarks/results/blocks-1M-cpu.json compares block sizes).
 MAX_PAIRS = 1 << 12
 
 
@@ -140,12 +139,11 @@ class ItemIndex:
 def default_index_dtype(device: torch.device | str) -> torch.dtype:
     """bf16 on CUDA, float32 on CPU.
 
-    Measured on the 2-core AVX512-BF16 CPU (benchmarks/results/retrieval-1M-cpu.json,
-    1M items, batch 32, k = 100): a bf16 index makes TopKAvg(1024) ~1.6x faster (122 vs
-    200 ms), but its rounding alone changes ~0.5% of the exact top-k (recall 0.995 of
-    bf16 brute force against float32 brute force), while float32 already meets the
-    latency targets. So CPU keeps float32 (exact retrievers return exactly the model's
-    top-k); pass index_dtype=torch.bfloat16 to trade that 0.5% for speed."""
+    On a CPU a bf16 index makes the candidate search faster, but its rounding alone changes
+    part of the exact top-k (bf16 brute force against float32 brute force:
+    benchmarks/results/retrieval-1M-cpu.json), while float32 already meets the latency
+    targets. So CPU keeps float32 (exact retrievers return exactly the model's top-k);
+    pass index_dtype=torch.bfloat16 to trade that for speed."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
@@ -204,8 +202,8 @@ def score_ids(
         cols = ids[:, start : start + step]
         # Gather the chunk's rows once, in pair order, with index_select (contiguous, and
         # in bf16 half the bytes), upcast, and let the similarity view them as (B, C, ...)
-        # (measured ~2x faster per pair than indexing the index directly, and one copy
-        # fewer than a second gather).
+        # (cheaper per pair than indexing the index directly, and one copy fewer than a
+        # second gather).
         rows = index.gather_parts(cols.reshape(-1))
         out[:, start : start + cols.shape[1]] = similarity.score_pairs(qp, rows)
     return out

@@ -138,8 +138,8 @@ class TopKAvg(CandidateRescorer):
     docstring); needs a similarity with gates (MoL), and P_Q > 1 to change anything.
     search_dtype: dtype of the search's item vectors (None = the index dtype). bf16 on a
     float32 index keeps a bf16 copy of the mean components (N * d_P * 2 bytes) and makes
-    the 1M-item search ~2.5x faster (benchmarks/results/bounded-stages-1M-cpu.json, first
-    stage); only the candidates can change (rescoring stays in float32), which is why
+    the search faster (benchmarks/results/bounded-stages-1M-cpu.json, first stage); only
+    the candidates can change (rescoring stays in float32), which is why
     bounded-exact, whose certificate does not depend on its candidates, uses it.
     """
 

@@ -21,8 +21,7 @@ from torch import Tensor
 NEG_INF = float("-inf")
 # Elements of one (B*Q, chunk*J) inner-product block of the candidate search: 2^25 (64 MiB
 # in bf16). One block holds the whole (32, 1M) single-vector search: splitting it costs
-# more than it saves, because a top-k' selection has a per-call cost that grows with k'
-# (measured: 8 chunks of (32, 131k) at k' = 1024 take 4x one (32, 1M) call).
+# more than it saves, because a top-k' selection has a per-call cost that grows with k'.
 SEARCH_BLOCK = 1 << 25
 # Exclusion in the candidate search: rows with at most this many excluded items (beyond
 # k) over-fetch k + E results and drop the excluded ones (exact, and cheaper than a mask
@@ -31,8 +30,9 @@ OVERFETCH_LIMIT = 1024
 
 
 # Rows of at most this many columns are cut on CPU by numpy's introselect (argpartition),
-# then only the k winners are sorted: 3-4.6x faster than torch.topk on (8-32, 3.7k) rows at
-# k = 256 (`recsys bench recommend`); on (32, 1M) rows torch.topk was the faster one.
+# then only the k winners are sorted: faster than torch.topk on short rows such as a
+# serving batch over a catalog of thousands (`recsys bench recommend`); on (32, 1M) rows
+# torch.topk is the faster one.
 ARGPARTITION_MAX_COLS = 1 << 18
 
 
@@ -78,7 +78,7 @@ def check_exclude(exclude: Tensor | None, batch: int, num_items: int, device: to
 
 def count_true(mask: Tensor) -> Tensor:
     """mask (B, X) bool -> (B,) int64 number of True per row. On CPU through numpy, whose
-    byte count is ~10x faster than torch's bool sum (which widens every element to int64)."""
+    byte count beats torch's bool sum (which widens every element to int64)."""
     if mask.device.type == "cpu":
         return torch.from_numpy(np.count_nonzero(mask.numpy(), axis=1).astype(np.int64))
     return mask.sum(dim=1)

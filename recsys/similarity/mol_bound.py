@@ -73,8 +73,8 @@ class GateBound:
         self.b, self.t, self.p = b, comps.shape[1], similarity.config.num_logits
         self.fq = (qp.f / similarity.tau).reshape(b * p_q, d)
         self.w1, self.b1 = similarity.cross_in.weight, similarity.cross_in.bias
-        # (B, H, T) as a transposed view of (B, T, H) rows: baddbmm is ~3.5x faster with
-        # this layout than with a contiguous (B, H, T) copy (measured).
+        # (B, H, T) as a transposed view of (B, T, H) rows: baddbmm is faster with this
+        # layout than with a contiguous (B, H, T) copy.
         self.w2 = similarity.cross_out.weight[comps].transpose(1, 2)
         self.b2 = similarity.cross_out.bias[comps].unsqueeze(1)  # (B, 1, T)
         self.a_q = None if qp.a_q is None else qp.a_q.gather(1, comps).unsqueeze(1)

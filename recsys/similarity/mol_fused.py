@@ -337,8 +337,8 @@ def fused_sampled_softmax(
         return pos.sum() * 0.0
     r = g.shape[0] if idx is None else idx.shape[1]
     if chunk_pairs is None:
-        # ~4 MB of (pairs, hidden) activations per chunk: measured best on a 2-core CPU
-        # (16K pairs in bf16, 8K in fp32); larger chunks fall out of cache.
+        # ~4 MB of (pairs, hidden) activations per chunk, so they stay in cache; larger
+        # chunks fall out of it.
         itemsize = torch.empty((), dtype=compute_dtype(f)).element_size()
         chunk_pairs = CHUNK_BYTES // (gate.w1.shape[0] * itemsize)
     chunk_rows = max(1, chunk_pairs // max(r, 1))

@@ -19,7 +19,7 @@ from torch import Tensor
 def select_rows(t: Tensor, idx: Tensor) -> Tensor:
     """t.index_select(0, idx) for any t (N, ...), through a 2-D view when t is contiguous:
     on CPU, index_select copies the rows of a 2-D tensor whole, but walks a 3-D one element
-    by element (5x slower for (1M, 4, 64) float32 rows, 16k ids: 7.7 vs 1.5 ms, measured)."""
+    by element, several times slower."""
     if t.dim() <= 2 or not t.is_contiguous():
         return t.index_select(0, idx)
     return t.view(t.shape[0], -1).index_select(0, idx).view(-1, *t.shape[1:])
