@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -71,10 +72,10 @@ def ray_start_unavailable() -> str | None:
             return f"no `{tool}` executable in {_BIN}"
     if not Path("/proc/net/tcp").is_file():
         return "needs Linux /proc"
-    try:
-        import ray  # noqa: F401
-    except ImportError as e:
-        return f"ray is not importable: {e}"
+    # Found, not imported: Ray reads its node-address setting at import, and this process
+    # may start an embedded Ray later (serving.local_ray sets that setting first).
+    if importlib.util.find_spec("ray") is None:
+        return "ray is not installed"
     return None
 
 

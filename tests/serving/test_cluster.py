@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,3 +167,15 @@ def test_stop_leaves_no_ray_process(cluster: rc.LocalCluster, before: set[int]) 
     assert not rc.processes_mentioning(str(cluster.root))
     assert not cluster.root.exists()  # temp dirs and logs removed
     assert rc.process_tree(os.getpid()) - before - {os.getpid()} == set()
+
+
+def test_checking_for_ray_start_does_not_import_ray() -> None:
+    """Ray reads its node-address setting at import: importing it here, before an embedded
+    Ray of a later test sets that setting, split that Ray between two addresses."""
+    code = (
+        "import sys\nfrom serving import cluster\ncluster.ray_start_unavailable()\n"
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
