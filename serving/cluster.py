@@ -91,9 +91,15 @@ CLUSTER_SETTINGS = {
 }
 
 
-def cluster_env(token: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of every node of the cluster and of every client of it."""
+def cluster_env(
+    token: str, extra: dict[str, str] | None = None, home: Path | None = None
+) -> dict[str, str]:
+    """The environment of every node of the cluster and of every client of it. `home`: the
+    HOME of those processes, so that what Ray writes under ~/.ray (a token file, which turns
+    token auth on for every later Ray on the machine) stays in the cluster's directory."""
     env = {**os.environ, **CLUSTER_SETTINGS, "RAY_AUTH_TOKEN": token, **(extra or {})}
+    if home is not None:
+        env["HOME"] = str(home)
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
     )
@@ -408,6 +414,12 @@ def _wait_port(port: int, node: Node, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def _home(root: Path) -> Path:
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
 def start_cluster(
     nodes: dict[str, int],
     object_store_mb: int = 80,
@@ -424,7 +436,7 @@ def start_cluster(
     root = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
     cluster = LocalCluster(
         root=root,
-        env=cluster_env(secrets.token_hex(32), extra_env),
+        env=cluster_env(secrets.token_hex(32), extra_env, home=_home(root)),
         gcs_port=free_port(),
         dashboard_port=free_port(),
     )

@@ -179,3 +179,11 @@ def test_checking_for_ray_start_does_not_import_ray() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_cluster_processes_get_their_own_home(tmp_path: Path) -> None:
+    """What Ray writes under ~/.ray (a token file turns token auth on for every later Ray
+    on the machine) stays in the cluster's directory."""
+    env = rc.cluster_env("t" * 64, {"X": "1"}, home=tmp_path)
+    assert env["HOME"] == str(tmp_path) and env["RAY_AUTH_TOKEN"] == "t" * 64
+    assert env["RAY_AUTH_MODE"] == "token" and env["X"] == "1"
