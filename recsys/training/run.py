@@ -93,6 +93,46 @@ def resolve_resume(resume: str | Path | None) -> Path | None:
     return p
 
 
+def _modules(
+    config: RunConfig, data_path: Path, data: SequenceDataset, refit: bool = False
+) -> tuple[SeqRecModule, SeqDataModule]:
+    """Seed, then the LightningModule and the DataModule of `config` on `data` (refit:
+    training through the validation targets, see recsys.splits.refit_split)."""
+    t = config.training
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    module = SeqRecModule(
+        config.model_config(data.num_items).to_dict(), config.to_dict()["training"]
+    )
+    datamodule = SeqDataModule(
+        data_path,
+        config.max_len,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        train_window=config.data.train_window,
+        train_stride=config.data.train_stride,
+        seed=t.seed,
+        num_workers=t.num_workers,
+        data=data,
+        val_users=None if refit else t.val_users,
+        refit=refit,
+    )
+    return module, datamodule
+
+
+def _last_checkpoint(run_dir: Path) -> ModelCheckpoint:
+    """last.ckpt after every epoch, for resuming. Not `save_last=True` of a monitoring
+    callback: Lightning 2.6 refreshes that copy only when a new best is saved, so it goes
+    stale whenever the validation metric does not improve."""
+    return ModelCheckpoint(
+        dirpath=run_dir / rundir.CHECKPOINTS,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+
+
 class ElapsedTime(Callback):
     """Logs `time/elapsed_s` at each validation: wall seconds of fitting so far, training and
     validation included, carried across `--resume` in the checkpoint (so a curve of a run that
@@ -136,17 +176,7 @@ def _trainer(
         save_top_k=1,
         auto_insert_metric_name=False,
     )
-    # last.ckpt after every epoch, for resuming. Not `save_last=True` of the callback above:
-    # Lightning 2.6 refreshes that copy only when a new best is saved, so it goes stale
-    # whenever the validation metric does not improve.
-    last = ModelCheckpoint(
-        dirpath=run_dir / rundir.CHECKPOINTS,
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
+    last = _last_checkpoint(run_dir)
     stopping = EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping.patience)
     scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
     lr_log = [LearningRateMonitor(logging_interval="step")] if scheduled else []  # "lr-AdamW"
@@ -232,21 +262,7 @@ def train(
             f"{run_dir} already holds checkpoints: resume with --resume {run_dir} "
             "or choose another --out"
         )
-    L.seed_everything(t.seed, workers=True, verbose=False)
-    model_config = config.model_config(data.num_items)
-    module = SeqRecModule(model_config.to_dict(), config.to_dict()["training"])
-    datamodule = SeqDataModule(
-        data_path,
-        config.max_len,
-        batch_size=t.batch_size,
-        eval_batch_size=t.eval_batch_size,
-        train_window=config.data.train_window,
-        train_stride=config.data.train_stride,
-        seed=t.seed,
-        num_workers=t.num_workers,
-        data=data,
-        val_users=t.val_users,
-    )
+    module, datamodule = _modules(config, data_path, data)
     trainer = _trainer(config, run_dir, max_epochs or t.epochs, progress_bar, callbacks or [])
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -327,30 +343,8 @@ def refit(
     data_path = Path(data_dir) if data_dir is not None else Path(info.data_dir)  # the run's data
     data = load_dataset(data_path)
     last = out / rundir.CHECKPOINTS / "last.ckpt"
-    L.seed_everything(t.seed, workers=True, verbose=False)
-    module = SeqRecModule(
-        config.model_config(data.num_items).to_dict(), config.to_dict()["training"]
-    )
-    datamodule = SeqDataModule(
-        data_path,
-        config.max_len,
-        batch_size=t.batch_size,
-        eval_batch_size=t.eval_batch_size,
-        train_window=config.data.train_window,
-        train_stride=config.data.train_stride,
-        seed=t.seed,
-        num_workers=t.num_workers,
-        data=data,
-        refit=True,
-    )
-    keep = ModelCheckpoint(
-        dirpath=out / rundir.CHECKPOINTS,
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
+    module, datamodule = _modules(config, data_path, data, refit=True)
+    keep = _last_checkpoint(out)
     scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
     trainer = L.Trainer(
         max_epochs=epochs,
