@@ -178,29 +178,40 @@ def _trainer(
     )
     last = _last_checkpoint(run_dir)
     stopping = EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping.patience)
-    scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
-    lr_log = [LearningRateMonitor(logging_interval="step")] if scheduled else []  # "lr-AdamW"
     return L.Trainer(
         max_epochs=max_epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
-        callbacks=[best, stopping, last, ElapsedTime(), *lr_log, *extra_callbacks],
+        callbacks=[best, stopping, last, ElapsedTime(), *_lr_log(t), *extra_callbacks],
         logger=[
             CSVLogger(run_dir, name="logs"),
             TensorBoardLogger(run_dir, name="tensorboard", default_hp_metric=False),
         ],
         default_root_dir=run_dir,
-        log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.val_every_n_epochs,
-        limit_train_batches=t.limit_train_batches,
-        gradient_clip_val=t.gradient_clip_val,
-        use_distributed_sampler=False,  # SeqDataModule shards users itself (deterministic)
         enable_progress_bar=progress_bar,
         enable_model_summary=progress_bar,
+        **_trainer_settings(t),
     )
+
+
+def _trainer_settings(t: Any) -> dict[str, Any]:
+    """The Trainer arguments a fit and its refit share: hardware, precision, steps."""
+    return {
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "num_nodes": t.num_nodes,
+        "strategy": t.strategy,
+        "precision": resolve_precision(t.precision, t.accelerator),
+        "log_every_n_steps": t.log_every_n_steps,
+        "limit_train_batches": t.limit_train_batches,
+        "gradient_clip_val": t.gradient_clip_val,
+        "use_distributed_sampler": False,  # SeqDataModule shards users itself (deterministic)
+    }
+
+
+def _lr_log(t: Any) -> list[Callback]:
+    """The learning rate in the logs ("lr-AdamW") when it changes during the run."""
+    scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
+    return [LearningRateMonitor(logging_interval="step")] if scheduled else []
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str:
@@ -345,25 +356,16 @@ def refit(
     last = out / rundir.CHECKPOINTS / "last.ckpt"
     module, datamodule = _modules(config, data_path, data, refit=True)
     keep = _last_checkpoint(out)
-    scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
     trainer = L.Trainer(
         max_epochs=epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
-        callbacks=[keep, *([LearningRateMonitor(logging_interval="step")] if scheduled else [])],
+        callbacks=[keep, *_lr_log(t)],
         logger=[CSVLogger(out, name="logs")],
         default_root_dir=out,
-        log_every_n_steps=t.log_every_n_steps,
         limit_val_batches=0,  # no selection: the epoch count comes from the validated run
         num_sanity_val_steps=0,
-        limit_train_batches=t.limit_train_batches,
-        gradient_clip_val=t.gradient_clip_val,
-        use_distributed_sampler=False,
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
+        **_trainer_settings(t),
     )
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
