@@ -8,7 +8,7 @@ CONSTRAINTS ?= constraints-cpu.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck install clean
+.PHONY: demo test test-fast lint typecheck install clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check recsys pipelines serving app tests benchmarks
 	$(PY) -m pytest -p no:cacheprovider tests
+
+# The edit-test loop: everything but the slow and integration tests (Ray, real data).
+test-fast: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -m "not slow and not integration" tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recsys pipelines serving app tests benchmarks

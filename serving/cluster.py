@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving.local_ray import PROXY_READY_ENV, PROXY_READY_TIMEOUT_S
+
 LOOPBACK = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -88,6 +90,8 @@ CLUSTER_SETTINGS = {
     "RAY_SERVE_ENABLE_HA_PROXY": "0",
     # SIGTERM drains a node first (up to 30 s by default); nothing to drain for here.
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "2",
+    # Serve's proxy start-up patience (see serving.local_ray).
+    PROXY_READY_ENV: os.environ.get(PROXY_READY_ENV, PROXY_READY_TIMEOUT_S),
 }
 
 

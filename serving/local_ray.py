@@ -34,6 +34,13 @@ _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 # HAProxy's fixed default ports would collide between two embedded instances on one machine.
 _HAPROXY_PORT_ENVS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+# Serve gives a new HTTP proxy actor 5 s to come up before it kills and restarts it. On a
+# busy 2-core machine the proxy's worker process takes longer than that to start (seen
+# with a training run beside the tests: the proxy was killed before it ran, and serve.run
+# failed), so the embedded Ray and the local cluster give it a minute. A value already in
+# the environment wins.
+PROXY_READY_ENV = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+PROXY_READY_TIMEOUT_S = "60"
 
 
 def _free_port() -> int:
@@ -66,6 +73,7 @@ def start_local_ray(
     """
     _set_ingress_env(ingress)
     os.environ[_LOOPBACK_ENV] = "0"
+    os.environ.setdefault(PROXY_READY_ENV, PROXY_READY_TIMEOUT_S)
     import ray
     from ray._private import ray_constants
 

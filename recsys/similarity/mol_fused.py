@@ -20,7 +20,7 @@ autocast) faster than autograd through the same maths chunked the same way;
 gate's element-wise part gained nothing, so it stays eager.
 
 The maths is exactly `MoLSimilarity.score_all` / `score_gathered` followed by
-`sampled_softmax_rows` (tests/similarity/test_mol_fused.py checks loss and every gradient
+`sampled_softmax_rows` (tests/recsys/similarity/test_mol_fused.py checks loss and every gradient
 against autograd). Notation as in mol.py; c rows in the chunk, R negatives per row,
 U distinct negative items (per-row negatives), H gate hidden size.
 """

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-# the training tests' tiny datasets, and their autouse one-thread fixture
-from training.conftest import make_dataset, one_thread  # noqa: F401
+# tiny datasets, and the autouse one-thread fixture
+from dataset_helpers import make_dataset, one_thread  # noqa: F401
 
 from app.train import register
 from recsys.errors import UserError

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from retrieval_helpers import make_catalog, random_exclude
 
 from benchmarks.bench_blocks import RAGGED_PAIRS, brute_force_chunks, main, ragged_variants
 
 
+@pytest.mark.slow
 def test_block_variants_agree_on_a_small_catalog() -> None:
     cat = make_catalog(num_items=90, batch=5, seed=2)
     qb = SimpleNamespace(qp=cat.queries, exclude=random_exclude(5, 90, seed=3))

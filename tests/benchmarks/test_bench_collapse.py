@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.conftest import make_dataset
+import pytest
+from dataset_helpers import make_dataset
 
 from benchmarks.bench_collapse import VARIANTS, main
 
 
+@pytest.mark.slow
 def test_writes_one_row_per_variant(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "d", num_users=300, num_items=1200)
     out = tmp_path / "collapse.json"
@@ -32,6 +34,7 @@ def test_writes_one_row_per_variant(tmp_path: Path) -> None:
     assert set(VARIANTS) >= set(names)
 
 
+@pytest.mark.slow
 def test_gradient_check_finds_the_fused_backward_exact(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "d", num_users=200, num_items=300)
     out = tmp_path / "grad.json"

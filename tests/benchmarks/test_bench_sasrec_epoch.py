@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from training.conftest import make_dataset
+from dataset_helpers import make_dataset
 
 from benchmarks.bench_sasrec_epoch import _config_defaults, epoch_sizes
 

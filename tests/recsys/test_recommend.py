@@ -264,7 +264,7 @@ def test_bundle_round_trip_matches_reference(tmp_path):
     ).eval()
     export_bundle_from_model(model, dataset, tmp_path / "bundle", metrics={"test": {}})
     # A rails budget covering the whole catalog makes the approximate retriever exact.
-    # fp32 index: the reference is fp32 (bf16 index rounding is covered in tests/retrieval).
+    # fp32 index: the reference is fp32 (bf16 index rounding is covered in tests/recsys/retrieval).
     from recsys.bundle import load_bundle
 
     bundle = load_bundle(tmp_path / "bundle", "cpu", index_dtype=torch.float32)

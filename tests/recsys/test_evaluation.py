@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dataset_helpers import make_dataset
 from torch import Tensor
 
 from recsys.dataset import SequenceDataset, load_dataset
@@ -20,7 +21,6 @@ from recsys.evaluation import (
     training_item_counts,
 )
 from recsys.metrics import METRIC_KEYS, compute_metrics
-from tests.training.conftest import make_dataset
 
 
 class TableScorer:

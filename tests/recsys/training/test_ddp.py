@@ -10,13 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
+from dataset_helpers import make_dataset
 
 from recsys.metrics import METRIC_KEYS
 from recsys.training.run import train
 
-from .conftest import make_dataset
 from .test_train import tiny_config
 
 RECSYS = Path(sys.executable).with_name("recsys")
@@ -39,6 +40,7 @@ def _global_step(run: Path) -> int:
     return int(ckpt["global_step"])
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu_trains_with_the_same_outputs(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data", num_users=64, num_items=30)
     ddp_config = tiny_config(

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dataset_helpers import make_dataset
 
 from recsys.dataset import load_dataset
 from recsys.training.data import EpochSampler, SeqDataModule, TrainSet
-
-from .conftest import make_dataset
 
 
 def _rows(batch_ids: np.ndarray) -> list[list[int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from retrieval_helpers import assert_same_topk, trained_toy
 
@@ -12,6 +13,7 @@ from recsys.retrieval.quality import recall_at_k, top1_hit_rate
 from recsys.retrieval.rails import Combined, TopKAvg, TopKPerEmbd
 
 
+@pytest.mark.slow
 def test_recall_grows_with_the_budget_and_bounded_exact_is_exact(tmp_path) -> None:
     model, data = trained_toy(tmp_path / "data")
     index = index_from_model(model)

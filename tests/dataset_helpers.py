@@ -1,4 +1,6 @@
-"""Tiny dataset directories with planted sequential structure, written by write_dataset."""
+"""Shared by the training, evaluation and benchmark tests: tiny dataset directories with
+planted sequential structure (written by write_dataset), and a one-thread fixture
+(autouse wherever it is imported)."""
 
 from __future__ import annotations
 
@@ -66,13 +68,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def tiny_data(tmp_path: Path) -> Path:
-    return make_dataset(tmp_path / "data")
-
-
-@pytest.fixture
-def tiny_data_ts(tmp_path: Path) -> Path:
-    return make_dataset(tmp_path / "data_ts", timestamps=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from dataset_helpers import make_dataset
 from safetensors.torch import load_file
 
 from recsys.dataset import load_dataset
@@ -17,8 +18,6 @@ from recsys.metrics import METRIC_KEYS
 from recsys.training import rundir
 from recsys.training.config import RunConfig, config_from_dict
 from recsys.training.run import refit, train
-
-from .conftest import make_dataset
 
 
 def tiny_config(
