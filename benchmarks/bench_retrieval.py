@@ -15,6 +15,10 @@ training record, `records`, a list of {"catalog_size", "device", "batch", "k",
 "index_dtype", "methods": {name: {"p50_ms", "p99_ms", "recall", "top1_hit", ...}}}, and
 `bf16_index_vs_float32` (recall of exact retrieval on the bf16 index against the float32
 one); plus retrieval-<catalog>-<device>.png, recall against p50 latency per method.
+With `--seeds 0,1,2` each synthetic catalog is built once per seed (independently trained
+models) and written to retrieval-<catalog>-seeds-<device>.json: `runs` (each seed's
+training record and records) and `over_seeds` (per dtype, batch, k and method: the
+speed-up over brute force and the recall on each seed's model, median, min and max).
 
 Timing: each method is warmed up once, run once per ground-truth batch (recall), then
 timed in interleaved rounds (one call of every method per round) so that load from other
@@ -114,6 +118,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds of timed calls per method (at least 3 calls, interleaved)",
     )
     p.add_argument("--train-steps", type=int, default=100)
+    p.add_argument(
+        "--seeds",
+        default="0",
+        help="comma list: one independently trained model per seed for each synthetic "
+        "catalog; with several, one file holds every seed's records and the spread of each "
+        "method's speed-up and recall over the seeds",
+    )
     p.add_argument("--cache-dir", type=Path, default=REPO / "runs" / "bench-retrieval")
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument(
@@ -466,47 +477,111 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    catalogs: list[tuple[str, Path, dict[str, Any] | None]] = []
+    seeds = [int(x) for x in args.seeds.split(",") if x]
+    if not seeds:
+        raise SystemExit("--seeds: expected a comma list of integers, got an empty list")
+    # (name, [(seed, bundle path, training record)]); a trained bundle has no seed.
+    catalogs: list[tuple[str, list[tuple[int | None, Path, dict[str, Any] | None]]]] = []
     for name in (c for c in args.catalogs.split(",") if c):
-        path, record = synthetic_bundle(SIZES[name], args.cache_dir, args.train_steps, log=log)
-        catalogs.append((name, path, record))
+        models = []
+        for seed in seeds:
+            path, record = synthetic_bundle(
+                SIZES[name], args.cache_dir, args.train_steps, seed=seed, log=log
+            )
+            models.append((seed, path, record))
+        catalogs.append((name, models))
     for spec in args.bundle:
         name, _, path = spec.partition("=")
         if Path(path).is_dir():
-            catalogs.append((name, Path(path), None))
+            catalogs.append((name, [(None, Path(path), None)]))
         else:
             log(f"skipping bundle {name}: {path} does not exist")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     dev_name = "cuda" if device.type == "cuda" else "cpu"
-    for name, path, training in catalogs:
-        log(f"catalog {name} ({path})")
-        bundle = load_bundle(path, device=device, index_dtype=torch.float32)
-        records, truths = [], {}
-        for dtype in dtypes:
-            recs, truths[dtype] = bench_catalog(bundle, dtype, args, log)
-            records += recs
+    for name, models in catalogs:
+        runs = []
+        for seed, path, training in models:
+            log(f"catalog {name} ({path})" + ("" if seed is None else f", seed {seed}"))
+            bundle = load_bundle(path, device=device, index_dtype=torch.float32)
+            records, truths = [], {}
+            for dtype in dtypes:
+                recs, truths[dtype] = bench_catalog(bundle, dtype, args, log)
+                records += recs
+            runs.append(
+                {
+                    "seed": seed,
+                    "training": training
+                    if training is not None
+                    else bundle.metadata.get("metrics"),
+                    "records": records,
+                    "bf16_index_vs_float32": rounding_cost(
+                        truths, [int(k) for k in args.ks.split(",")]
+                    ),
+                }
+            )
         payload = {
             "provenance": provenance(command_line("recsys bench retrieval", argv)),
             "catalog": name,
             "catalog_size": bundle.num_items,
-            "device": records[0]["device"],
+            "device": runs[0]["records"][0]["device"],
             "threads": args.threads,
             "malloc_tuned": malloc_tuned,
             "model": bundle.config.to_dict(),
-            "training": training if training is not None else bundle.metadata.get("metrics"),
             "queries": "recent histories of random users (seen items excluded)",
-            "records": records,
-            "bf16_index_vs_float32": rounding_cost(truths, [int(k) for k in args.ks.split(",")]),
         }
-        stem = f"retrieval-{name}-{dev_name}" + ("-quick" if args.quick else "")
+        if len(runs) == 1:
+            payload.update({k: v for k, v in runs[0].items() if k != "seed"})
+            stem = f"retrieval-{name}-{dev_name}"
+        else:
+            payload.update({"seeds": seeds, "over_seeds": over_seeds(runs), "runs": runs})
+            stem = f"retrieval-{name}-seeds-{dev_name}"
+        stem += "-quick" if args.quick else ""
         atomic_write_text(args.out_dir / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
+        first = runs[0]["records"]
+        seed_note = "" if len(runs) == 1 else f", model of seed {runs[0]['seed']}"
         plot(
-            records,
+            first,
             args.out_dir / f"{stem}.png",
-            f"{name} ({bundle.num_items} items, {records[0]['device']})",
+            f"{name} ({payload['catalog_size']} items, {first[0]['device']}{seed_note})",
         )
         log(f"wrote {args.out_dir / (stem + '.json')}")
     return 0
+
+
+def over_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (index dtype, batch, k, method): its speed-up over brute force and its
+    recall on each seed's model, with their median, min and max over the seeds."""
+
+    def spread(values: list[float | None]) -> dict[str, Any]:
+        known = [v for v in values if v is not None]
+        if not known:
+            return {"per_seed": values}
+        return {
+            "per_seed": values,
+            "median": float(np.median(known)),
+            "min": float(min(known)),
+            "max": float(max(known)),
+        }
+
+    rows = []
+    for i, first in enumerate(runs[0]["records"]):
+        same = [run["records"][i] for run in runs]
+        where = ("index_dtype", "batch", "k")
+        if any(tuple(r[f] for f in where) != tuple(first[f] for f in where) for r in same):
+            raise ValueError("the seeds' runs measured different settings")
+        for method in first["methods"]:
+            entries = [r["methods"][method] for r in same]
+            rows.append(
+                {
+                    **{f: first[f] for f in where},
+                    "method": method,
+                    "speedup_vs_brute_force": spread(
+                        [e["speedup_vs_brute_force"] for e in entries]
+                    ),
+                    "recall": spread([e["recall"] for e in entries]),
+                }
+            )
+    return rows
 
 
 if __name__ == "__main__":
