@@ -35,7 +35,21 @@ README_METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
 README_ROWS = (
     (
         "ML-1M",
-        "HSTU (2 blocks) + MoL 8x4x64, 20 epochs",
+        "HSTU (8 blocks) + MoL 8x4x64, 32 epochs",
+        "accuracy-ml-1m.json",
+        "ml-1m-hstu-mol-cpu",
+        "test",
+    ),
+    (
+        "ML-1M",
+        "SASRec + dot, exact softmax, 1 epoch",
+        "accuracy-ml-1m.json",
+        "ml-1m-sasrec-dot-one-epoch",
+        "test",
+    ),
+    (
+        "ML-1M",
+        "HSTU (2 blocks) + MoL, 20 epochs",
         "ml-1m-ml-1m-hstu-mol-cpu-all.json",
         None,
         "test",
@@ -47,7 +61,7 @@ README_ROWS = (
         None,
         "test",
     ),
-    ("ML-1M", "popularity", "ml-1m-ml-1m-hstu-dot-cpu-all.json", None, "popularity"),
+    ("ML-1M", "popularity", "accuracy-ml-1m.json", "ml-1m-hstu-mol-cpu", "popularity"),
     ("ML-100K", "HSTU + dot, 16 epochs", "accuracy-ml-100k.json", "ml-100k-hstu-dot", "test"),
     (
         "ML-100K",
