@@ -41,6 +41,10 @@ _HAPROXY_PORT_ENVS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS
 # the environment wins.
 PROXY_READY_ENV = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
 PROXY_READY_TIMEOUT_S = "60"
+# Ray 2.60 turns token authentication on for a new local instance when this is unset, and
+# logs a warning telling the user how to opt out. The embedded Ray asks for token mode
+# itself (see _use_token_auth), so it gets the same protection without the warning.
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
 
 
 def _free_port() -> int:
@@ -58,6 +62,22 @@ def _set_ingress_env(ingress: Ingress) -> None:
             os.environ[name] = str(_free_port())
     else:
         os.environ[_HAPROXY_ENV] = "0"
+
+
+def _use_token_auth() -> None:
+    """Token authentication for the instance about to start, unless the user chose a mode.
+
+    The same two steps as Ray's own default (set the variable that Ray's processes inherit,
+    then re-read Ray's cached configuration, which was loaded when Ray was imported), minus
+    the warning. Ray then keeps its token where its CLI looks for it (~/.ray/auth_token),
+    creating one if there is none.
+    """
+    if AUTH_MODE_ENV in os.environ:
+        return
+    os.environ[AUTH_MODE_ENV] = "token"
+    from ray._raylet import Config
+
+    Config.initialize("")
 
 
 def start_local_ray(
@@ -79,6 +99,7 @@ def start_local_ray(
 
     # If Ray was imported before the variable was set, its constant is already fixed.
     ray_constants.ENABLE_RAY_CLUSTER = False
+    _use_token_auth()
     ray.init(
         address="local",
         num_cpus=num_cpus,
