@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from benchmarks.quick_train import QuickTrainConfig, quick_train
 from pipelines.synth import SynthConfig, catalog, generate_events
@@ -160,6 +161,9 @@ def synthetic_bundle(
             return bundle, record
     log(f"building synthetic catalog of {num_items} items ({num_users} users), {steps} steps")
     data = synthetic_dataset(num_items, num_users, mean_length=30.0, seed=seed)
+    # The seed fixes the model's init too, not only its training: built before any seeding,
+    # the first model of a process took whatever state the global generator was in.
+    torch.manual_seed(seed)
     model = SeqRecModel(bench_model_config(num_items))
     train = quick_train(
         model, data, QuickTrainConfig(steps=steps, batch_size=batch_size, seed=seed)
