@@ -16,7 +16,7 @@ survives (brute force through the same path).
 
 The bound pass may run in bf16: the default wherever bf16 products run in hardware (a CUDA
 GPU with bf16, a CPU with AVX512-BF16 or AMX: `native_bf16`) or the index is bf16, where
-it makes the bound pass cheaper (benchmarks/results/retrieval-1M-cpu.json). Rounding
+it makes the bound pass cheaper (benchmarks/results/retrieval-100k-cpu.json). Rounding
 cannot break the certificate; the survivor test lowers each query's threshold by a margin
 that covers it (`survivor_margin`, in logit units, per query):
 - the bf16 query components fq differ from f / tau by a known error df (computed, per

@@ -141,7 +141,7 @@ def default_index_dtype(device: torch.device | str) -> torch.dtype:
 
     On a CPU a bf16 index makes the candidate search faster, but its rounding alone changes
     part of the exact top-k (bf16 brute force against float32 brute force:
-    benchmarks/results/retrieval-1M-cpu.json), while float32 already meets the latency
+    benchmarks/results/retrieval-100k-cpu.json), while float32 already meets the latency
     targets. So CPU keeps float32 (exact retrievers return exactly the model's top-k);
     pass index_dtype=torch.bfloat16 to trade that for speed."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32

@@ -11,7 +11,10 @@ import benchmarks.bench_results_doc as bench_results_doc
 from benchmarks.bench_results_doc import (
     COMMAND,
     README_END,
+    README_RETRIEVAL_END,
+    README_RETRIEVAL_START,
     README_START,
+    readme_retrieval_table,
     readme_table,
     render,
     with_readme_table,
@@ -56,6 +59,40 @@ def _results(tmp_path: Path) -> Path:
     generic = {"benchmark": "serve", "median_s": 0.5, "provenance": provenance}
     (results / "serve-x.json").write_text(json.dumps(generic))
     (results / "serve-x.png").write_bytes(b"")
+    where = {"index_dtype": "float32", "batch": 32, "k": 10}
+    single = {
+        "catalog": "tiny",
+        "catalog_size": 50,
+        "device": "cpu",
+        "threads": 1,
+        "provenance": provenance,
+        "records": [
+            {
+                **where,
+                "methods": {
+                    "dot_floor": {"recall": None, "p50_ms": 0.5, "speedup_vs_brute_force": 8.0},
+                    "topk_avg:64": {"recall": 0.95, "p50_ms": 1.0, "speedup_vs_brute_force": 4.0},
+                },
+            }
+        ],
+    }
+    (results / "retrieval-tiny-cpu.json").write_text(json.dumps(single))
+    spread = {"per_seed": [1.0, 3.5, 2.0], "median": 2.0, "min": 1.0, "max": 3.5}
+    recall = {"per_seed": [1.0, 1.0, 0.5], "median": 1.0, "min": 0.5, "max": 1.0}
+    seeds = {
+        **{k: v for k, v in single.items() if k != "records"},
+        "seeds": [0, 1, 2],
+        "over_seeds": [
+            {
+                **where,
+                "method": "bounded_exact:64",
+                "speedup_vs_brute_force": spread,
+                "recall": recall,
+            }
+        ],
+        "runs": [],
+    }
+    (results / "retrieval-tiny-seeds-cpu.json").write_text(json.dumps(seeds))
     return results
 
 
@@ -78,6 +115,14 @@ def test_render_tables_links_and_refit_row(tmp_path: Path) -> None:
         "([serve-x.png](../benchmarks/results/serve-x.png)) | serve | median_s 0.5 "
         "| `recsys bench serve a\\|b` | fedcba9 | 2026-01-02 |"
     ) in lines
+    assert "| float32 | 32 | 10 | topk_avg:64 | 4.00x | 0.9500 | 1.00 |" in lines
+    assert "| float32 | 32 | 10 | dot_floor | 8.00x | – | 0.50 |" in lines
+    assert (
+        "| float32 | 32 | 10 | bounded_exact:64 | 2.00x (1.00–3.50) | 1.0000 (0.5000–1.0000) | – |"
+    ) in lines
+    assert any("one model trained per seed (0, 1, 2)" in line for line in lines)
+    # Retrieval files get their own tables, not a generic row.
+    assert not any(line.startswith("| [retrieval-") for line in lines)
     assert str(tmp_path) not in text
     assert render(tmp_path / "results") == text
 
@@ -88,15 +133,40 @@ def test_check_fails_on_a_stale_doc_and_passes_once_written(
     monkeypatch.setattr(bench_results_doc, "RESULTS", _results(tmp_path))
     monkeypatch.setattr(bench_results_doc, "DOC", tmp_path / "docs" / "RESULTS.md")
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\nrest\n")
+    readme.write_text(
+        f"intro\n{README_START}\nold table\n{README_END}\n"
+        f"{README_RETRIEVAL_START}\nold retrieval\n{README_RETRIEVAL_END}\nrest\n"
+    )
     monkeypatch.setattr(bench_results_doc, "README", readme)
     rows = (("Beauty", "dot", "accuracy-beauty.json", "beauty-dot", "test"),)
     monkeypatch.setattr(bench_results_doc, "README_ROWS", rows)
+    retrieval = (("tiny", "retrieval-tiny-cpu.json", "float32", 32, 10, "topk_avg:64"),)
+    monkeypatch.setattr(bench_results_doc, "README_RETRIEVAL_ROWS", retrieval)
     assert bench_results_doc.main(["--check"]) == 1
     assert COMMAND in capsys.readouterr().err
     assert bench_results_doc.main([]) == 0
     assert bench_results_doc.main(["--check"]) == 0
-    assert "old table" not in readme.read_text() and readme.read_text().endswith("rest\n")
+    text = readme.read_text()
+    assert "old table" not in text and "old retrieval" not in text and text.endswith("rest\n")
+    assert "| tiny | topk_avg:64 | 32, 10 | 4.0x | 0.950 |" in text
+
+
+def test_readme_retrieval_table_takes_its_figures_from_the_files(tmp_path: Path) -> None:
+    results = _results(tmp_path)
+    rows = (
+        ("tiny", "retrieval-tiny-cpu.json", "float32", 32, 10, "topk_avg:64"),
+        ("tiny", "retrieval-tiny-seeds-cpu.json", "float32", 32, 10, "bounded_exact:64"),
+    )
+    table = readme_retrieval_table(results, rows)
+    link = "[tiny-seeds-cpu](benchmarks/results/retrieval-tiny-seeds-cpu.json)"
+    assert table[3] == (
+        f"| tiny (3 seeds) | bounded_exact:64 | 32, 10 | 2.0x (1.0–3.5) "
+        f"| 1.000 (0.500–1.000) | {link} |"
+    )
+    with pytest.raises(ValueError, match="no record for"):
+        readme_retrieval_table(
+            results, (("tiny", "retrieval-tiny-cpu.json", "float32", 1, 10, "topk_avg:64"),)
+        )
 
 
 def test_readme_table_takes_its_figures_from_the_files(tmp_path: Path) -> None:
@@ -106,7 +176,7 @@ def test_readme_table_takes_its_figures_from_the_files(tmp_path: Path) -> None:
         ("Beauty", "popularity", "accuracy-beauty.json", "beauty-mol", "popularity"),
     )
     table = readme_table(results, rows)
-    link = "[accuracy-beauty.json](benchmarks/results/accuracy-beauty.json)"
+    link = "[beauty](benchmarks/results/accuracy-beauty.json)"
     assert table[2] == f"| Beauty | MoL | 0.0600 | 0.0314 | 0.2500 | 0.0200 | {link} |"
     assert table[3] == f"| Beauty | popularity | 0.0123 | – | – | – | {link} |"
     with pytest.raises(ValueError, match="no row named 'nope'"):
@@ -131,6 +201,10 @@ def test_committed_results_doc_is_current() -> None:
     assert readme == with_readme_table(readme, readme_table(REPO / "benchmarks" / "results")), (
         f"README.md's results table is not current; regenerate it with `{COMMAND}`"
     )
+    retrieval = readme_retrieval_table(REPO / "benchmarks" / "results")
+    assert readme == with_readme_table(
+        readme, retrieval, README_RETRIEVAL_START, README_RETRIEVAL_END
+    ), f"README.md's retrieval table is not current; regenerate it with `{COMMAND}`"
 
 
 def test_readme_stays_short() -> None:
