@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 from collections.abc import Iterator
 from typing import Literal
@@ -41,10 +42,12 @@ _HAPROXY_PORT_ENVS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS
 # the environment wins.
 PROXY_READY_ENV = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
 PROXY_READY_TIMEOUT_S = "60"
-# Ray 2.60 turns token authentication on for a new local instance when this is unset, and
-# logs a warning telling the user how to opt out. The embedded Ray asks for token mode
-# itself (see _use_token_auth), so it gets the same protection without the warning.
+# Ray 2.60 turns token authentication on for a new local instance when this is unset, logs
+# a warning telling the user how to opt out, and writes a token to ~/.ray/auth_token, which
+# then turns token auth on for every Ray the user starts on the machine later. The embedded
+# Ray asks for token mode itself, with a token of its own (see _use_token_auth).
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
+AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 
 
 def _free_port() -> int:
@@ -67,17 +70,20 @@ def _set_ingress_env(ingress: Ingress) -> None:
 def _use_token_auth() -> None:
     """Token authentication for the instance about to start, unless the user chose a mode.
 
-    The same two steps as Ray's own default (set the variable that Ray's processes inherit,
-    then re-read Ray's cached configuration, which was loaded when Ray was imported), minus
-    the warning. Ray then keeps its token where its CLI looks for it (~/.ray/auth_token),
-    creating one if there is none.
+    Ray's own default in two steps (set the mode in the environment, which Ray's processes
+    inherit, then re-read Ray's configuration, cached when Ray was imported), minus the
+    warning, and with a random token in the environment (one per process; a token the user
+    set wins) instead of one written to the home directory. The token loader's cache is
+    dropped so that this process reads the token it was just given.
     """
     if AUTH_MODE_ENV in os.environ:
         return
     os.environ[AUTH_MODE_ENV] = "token"
-    from ray._raylet import Config
+    os.environ.setdefault(AUTH_TOKEN_ENV, secrets.token_hex(32))
+    from ray._raylet import AuthenticationTokenLoader, Config
 
     Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def start_local_ray(
