@@ -202,9 +202,8 @@ def _spread(value: object, digits: int, unit: str = "") -> str:
             return DASH
         lo, mid, hi = (f"{value[k]:.{digits}f}" for k in ("min", "median", "max"))
         return f"{mid}{unit} ({lo}–{hi})"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return DASH
-    return f"{value:.{digits}f}{unit}"
+    text = _num(value, digits)
+    return text if text == DASH else text + unit
 
 
 def retrieval_rows(data: dict) -> list[dict[str, Any]]:
