@@ -33,6 +33,11 @@ catalog are mostly tail items, and ranking popular items above them already wins
 
 Shapes: B batch, T sequence length, D model dim, N catalog size (ids 1..N, 0 = padding),
 n supervised positions, R negatives, P = P_Q * P_X.
+
+Dot warm-up (`training_loss(..., dot_warmup=True)`): a residual MoL (`MoLConfig.residual`)
+with its maps still at zero is the dot product with the same temperature; the warm-up trains
+that dot product directly (the encoder and item table; MoL's own parameters get no
+gradient), at the dot product's cost.
 """
 
 from __future__ import annotations
@@ -180,6 +185,10 @@ class SeqRecModel(nn.Module):
             self.item_emb.weight[0].zero_()
         self.encoder = build_encoder(config.encoder)
         self.similarity = build_similarity(config.similarity, dim)
+        # What a residual MoL starts as (parameter-free): the loss of its dot warm-up.
+        self.warmup_similarity: DotSimilarity | None = None
+        if isinstance(config.similarity, MoLConfig) and config.similarity.residual:
+            self.warmup_similarity = DotSimilarity(DotConfig(tau=config.similarity.tau))
 
     # -- queries ---------------------------------------------------------------------
 
@@ -275,16 +284,26 @@ class SeqRecModel(nn.Module):
         user_ids: Tensor | None = None,
         negatives: NegativesConfig | None = None,
         first_target: Tensor | None = None,
+        dot_warmup: bool = False,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Autoregressive sampled-softmax loss over every supervised position.
 
         item_ids (B, T) right-padded, timestamps (B, T) | None, user_ids (B,) | None;
         first_target (B,) long | None: row b supervises only the targets at positions
-        >= first_target[b] (earlier positions are context only).
+        >= first_target[b] (earlier positions are context only). dot_warmup: train the
+        dot product a residual MoL starts as (module docstring); ValueError otherwise.
         Returns (loss, logs): loss = sampled softmax + weighted aux losses (training mode);
         logs hold detached "loss", "sampled_softmax", each aux loss and "num_positions".
         """
         negatives = negatives if negatives is not None else NegativesConfig()
+        sim: DotSimilarity | MoLSimilarity = self.similarity
+        if dot_warmup:
+            if self.warmup_similarity is None:
+                raise ValueError(
+                    "a dot warm-up needs a residual MoL (similarity: {type: mol, residual: "
+                    f"true}}), got {type(self.config.similarity).__name__}"
+                )
+            sim = self.warmup_similarity
         out = self.encode(item_ids, timestamps)
         targets_bt = item_ids[:, 1:]
         supervised = targets_bt != 0  # right padding: a valid next item has a valid current one
@@ -301,20 +320,20 @@ class SeqRecModel(nn.Module):
             zero = out.sum() * 0.0
             return zero, {"loss": zero.detach(), "num_positions": torch.tensor(0.0)}
 
-        qp = self.similarity.query_parts(rows, row_users)
+        qp = sim.query_parts(rows, row_users)
         distinct, inv = torch.unique(targets, return_inverse=True)
-        pos, gates = self.similarity.score_gathered(
-            qp, self.item_parts(distinct), inv.unsqueeze(1), return_gates=True
+        pos, gates = sim.score_gathered(
+            qp, sim.item_parts(self.item_emb(distinct)), inv.unsqueeze(1), return_gates=True
         )
         if negatives.kind == "full":
-            catalog = self.item_parts().slice(1, self.num_items + 1)
-            main = self.similarity.full_softmax(qp, pos[:, 0], catalog, targets - 1)
+            catalog = sim.item_parts(self.item_emb.weight).slice(1, self.num_items + 1)
+            main = sim.full_softmax(qp, pos[:, 0], catalog, targets - 1)
         else:
             neg_ids, idx, valid, offset = self._negatives(targets, negatives)
-            main = self.similarity.sampled_softmax(
-                qp, pos[:, 0], self.item_parts(neg_ids), idx, valid, offset=offset
+            main = sim.sampled_softmax(
+                qp, pos[:, 0], sim.item_parts(self.item_emb(neg_ids)), idx, valid, offset=offset
             )
-        aux = self.similarity.aux_losses(user_ids=row_users, gates=gates)
+        aux = sim.aux_losses(user_ids=row_users, gates=gates)
         loss = main + sum(aux.values()) if aux else main
         logs = {"loss": loss.detach(), "sampled_softmax": main.detach()}
         logs.update({name: value.detach() for name, value in aux.items()})

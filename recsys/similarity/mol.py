@@ -21,6 +21,17 @@ rows); a user id < 0 means "unknown" (cold user). `forward` reports the user-id 
 the MI loss is defined on positive pairs, which only the training loss knows, so it is
 computed from the positive pairs' gates through `aux_losses`.
 
+Residual MoL (`MoLConfig.residual`, our option, not the paper's): the MLP query components
+are `normalize(q + MLP(q))` and the item components `normalize(e_x + Linear(Dropout(e_x)))`,
+with both maps' output layers initialised to zero (d_P = D, no user-id components). MoL then
+starts as the dot product exactly (every s_ij = cos(q, e_x) / tau, so phi is too, whatever
+the gates), and training grows the components apart from it. With
+`TrainingConfig.dot_warmup_epochs` the first epochs train that dot product alone; MoL's
+maps start learning from an encoder and item table that already rank well. On sparse
+catalogs, MoL trained from the reference init collapses its queries onto nearly one vector
+(benchmarks/results/collapse-beauty-cpu.json); see docs/RESULTS.md for what the residual
+start changes.
+
 Shapes: B queries, X items, C candidates per query, D model dim, P_Q / P_X components,
 d_P component dim, P = P_Q * P_X, U user-id components.
 """
@@ -60,6 +71,7 @@ class MoLConfig:
     gate_dropout: float = 0.2
     mi_loss_weight: float = 0.001
     user_id_l2_weight: float = 0.1
+    residual: bool = False
 
     def __post_init__(self) -> None:
         for name in ("p_q", "p_x", "d_p", "user_hash_size", "mlp_hidden", "gate_hidden"):
@@ -82,6 +94,13 @@ class MoLConfig:
             value = getattr(self, name)
             if not value >= 0.0:
                 raise ValueError(f"MoLConfig.{name} must be >= 0, got {value!r}")
+        if not isinstance(self.residual, bool):
+            raise ValueError(f"MoLConfig.residual must be a boolean, got {self.residual!r}")
+        if self.residual and u > 0:
+            raise ValueError(
+                "MoLConfig.residual needs user_id_components = 0 (a user-id component is "
+                f"not a map of the query embedding), got {u}"
+            )
 
     @property
     def num_logits(self) -> int:
@@ -196,6 +215,10 @@ class MoLSimilarity(nn.Module):
         )
         self.cross_in = nn.Linear(p, c.gate_hidden)
         self.cross_out = nn.Linear(c.gate_hidden, p)
+        if c.residual and c.d_p != dim:
+            raise ValueError(
+                f"MoLConfig.residual needs d_p equal to the model dim ({dim}), got {c.d_p}"
+            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -221,6 +244,10 @@ class MoLSimilarity(nn.Module):
             nn.init.uniform_(self.query_mlp_out.bias, -bound, bound)
             if self.user_emb is not None:
                 self.user_emb.weight[0].zero_()  # unknown users stay a zero component
+        if self.config.residual:  # the maps start at zero: MoL starts as the dot product
+            for layer in (self.query_mlp_out, self.item_proj):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     # -- halves -----------------------------------------------------------------------
 
@@ -233,6 +260,8 @@ class MoLSimilarity(nn.Module):
         b = q.shape[0]
         gate, value = self.query_mlp_in(q).chunk(2, dim=-1)
         f = self.query_mlp_out(F.silu(gate) * value).view(b, self.num_mlp_components, c.d_p)
+        if c.residual:
+            f = f + q.unsqueeze(1).to(f.dtype)
         if self.user_emb is not None:
             idx = user_hash_index(user_ids, c.user_hash_size, b, q.device)
             e_uid = dropout(self.user_emb(idx), c.user_id_dropout, self.training)
@@ -242,8 +271,10 @@ class MoLSimilarity(nn.Module):
     def item_parts(self, e: Tensor) -> ItemParts:
         """e (X, D) raw item embeddings -> ItemParts(g (X, P_X, d_P), a_x (X, P))."""
         c = self.config
-        g = self.item_proj(dropout(e, c.item_dropout, self.training))
-        g = F.normalize(g.view(e.shape[0], c.p_x, c.d_p), dim=-1, eps=NORM_EPS)
+        g = self.item_proj(dropout(e, c.item_dropout, self.training)).view(e.shape[0], c.p_x, c.d_p)
+        if c.residual:
+            g = g + e.unsqueeze(1).to(g.dtype)
+        g = F.normalize(g, dim=-1, eps=NORM_EPS)
         return ItemParts(g=g, a_x=self.item_gate(e))
 
     # -- scores ----------------------------------------------------------------------

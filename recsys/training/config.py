@@ -39,6 +39,7 @@ from recsys.errors import UserError
 from recsys.metrics import METRIC_KEYS
 from recsys.models.seqrec import ModelConfig, ModelSpec, NegativesConfig
 from recsys.schema import TAG_KEY, build_dataclass, to_plain
+from recsys.similarity.mol import MoLConfig
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device")
@@ -122,6 +123,8 @@ class TrainingConfig:
     lr x this (1 = SPEC: one lr for everything). Large batches with few optimiser steps
     learn the item table too slowly at the lr the transformer tolerates (README: one epoch
     of SASRec in batches of 128 windows).
+    dot_warmup_epochs: a residual MoL (`model.similarity.residual`) trains as the dot
+    product it starts as for this many epochs, then as MoL (recsys.models.seqrec).
     """
 
     epochs: int = 100
@@ -148,6 +151,7 @@ class TrainingConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     embedding_lr_scale: float = 1.0
+    dot_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "val_every_n_epochs"):
@@ -170,6 +174,10 @@ class TrainingConfig:
         if self.log_every_n_steps < 1:
             raise ValueError(
                 f"TrainingConfig.log_every_n_steps must be >= 1, got {self.log_every_n_steps}"
+            )
+        if self.dot_warmup_epochs < 0:
+            raise ValueError(
+                f"TrainingConfig.dot_warmup_epochs must be >= 0, got {self.dot_warmup_epochs}"
             )
         if self.warmup_steps < 0:
             raise ValueError(f"TrainingConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
@@ -263,6 +271,17 @@ def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
             raise UserError(
                 f"data.train_stride: must be <= model.encoder.max_len - 1 = {max_len - 1}, "
                 f"got {data.train_stride}"
+            )
+        sim = model.similarity
+        if training.dot_warmup_epochs and not (isinstance(sim, MoLConfig) and sim.residual):
+            raise UserError(
+                "training.dot_warmup_epochs: needs a residual MoL "
+                "(model.similarity: {type: mol, residual: true, ...})"
+            )
+        if isinstance(sim, MoLConfig) and sim.residual and sim.d_p != model.encoder.dim:
+            raise UserError(
+                f"model.similarity.residual: needs d_p = model.encoder.dim "
+                f"({model.encoder.dim}), got d_p {sim.d_p}"
             )
     except UserError as e:
         raise UserError(f"{source}: {e}") from e

@@ -81,6 +81,11 @@ class SeqRecModule(L.LightningModule):
         self.model_config = ModelConfig.from_dict(model_config)
         self.training_config: TrainingConfig = build_dataclass(TrainingConfig, training, "training")
         self.model = SeqRecModel(self.model_config)
+        if self.training_config.dot_warmup_epochs and self.model.warmup_similarity is None:
+            raise ValueError(
+                "training.dot_warmup_epochs needs a residual MoL (model.similarity: "
+                "{type: mol, residual: true})"
+            )
         self._eval_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
 
     # -- training ----------------------------------------------------------------------
@@ -97,6 +102,7 @@ class SeqRecModule(L.LightningModule):
             batch.user_ids,
             self.training_config.negatives,
             batch.first_target,
+            dot_warmup=self.current_epoch < self.training_config.dot_warmup_epochs,
         )
         size = batch.item_ids.shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)

@@ -247,3 +247,48 @@ def test_model_config_is_frozen():
     cfg = ModelConfig(num_items=N, encoder=HSTU_CFG, similarity=MOL_CFG)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.num_items = 3  # type: ignore[misc]
+
+
+RESIDUAL_CFG = MoLConfig(
+    p_q=3, p_x=2, d_p=8, user_id_components=0, mlp_hidden=8, gate_hidden=6, residual=True
+)
+
+
+@pytest.mark.parametrize("kind", ["shared", "per_position", "full"])
+def test_dot_warmup_is_the_dot_product_and_leaves_mol_untouched(kind):
+    """A residual MoL's warm-up loss is the dot-product model's loss on the same encoder
+    and item table (same negatives), and no MoL parameter gets a gradient."""
+    m = model(HSTU_CFG, RESIDUAL_CFG).double().train()
+    dot = model(HSTU_CFG, DotConfig(tau=RESIDUAL_CFG.tau)).double().train()
+    dot.load_state_dict(
+        {k: v for k, v in m.state_dict().items() if not k.startswith("similarity.")}
+    )
+    ids, ts, users = batch()
+    neg = NegativesConfig(kind, 6)
+    torch.manual_seed(5)
+    loss, logs = m.training_loss(ids, ts, users, neg, dot_warmup=True)
+    torch.manual_seed(5)
+    ref, _ = dot.training_loss(ids, ts, users, neg)
+    torch.testing.assert_close(loss, ref)
+    assert set(logs) == {"loss", "sampled_softmax", "num_positions"}
+    loss.backward()
+    assert all(p.grad is None for p in m.similarity.parameters())
+    assert m.item_emb.weight.grad is not None
+
+
+def test_residual_mol_scores_equal_the_dot_product_at_init():
+    m = model(HSTU_CFG, RESIDUAL_CFG).double().eval()
+    dot = model(HSTU_CFG, DotConfig(tau=RESIDUAL_CFG.tau)).double().eval()
+    dot.load_state_dict(
+        {k: v for k, v in m.state_dict().items() if not k.startswith("similarity.")}
+    )
+    ids, ts, users = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(m.score_all(ids, ts, users), dot.score_all(ids, ts, users))
+
+
+def test_dot_warmup_needs_a_residual_mol():
+    ids, ts, users = batch()
+    for similarity in (DotConfig(), MOL_CFG):
+        with pytest.raises(ValueError, match="residual MoL"):
+            model(HSTU_CFG, similarity).training_loss(ids, ts, users, dot_warmup=True)

@@ -295,3 +295,51 @@ def test_item_components_at_init_are_not_collinear_and_scores_vary():
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         MoLConfig(**{**SMALL, field: value})
+
+
+def test_residual_mol_starts_as_the_dot_product():
+    """Maps at zero: every component logit is cos(q, e) / tau, so phi is too, whatever the
+    gates; and the maps' output layers do get a gradient (they are what learns)."""
+    from recsys.similarity.dot import DotConfig, DotSimilarity
+
+    torch.manual_seed(0)
+    sim = MoLSimilarity(
+        MoLConfig(**{**SMALL, "d_p": DIM, "user_id_components": 0, "residual": True}), DIM
+    )
+    sim = sim.double().eval()
+    dot = DotSimilarity(DotConfig(tau=sim.tau))
+    q, e = torch.randn(3, DIM, dtype=torch.float64), torch.randn(5, DIM, dtype=torch.float64)
+    mol_scores = sim.score_all(sim.query_parts(q), sim.item_parts(e))
+    torch.testing.assert_close(mol_scores, dot.score_all(dot.query_parts(q), dot.item_parts(e)))
+    sim.train()
+    qp, ip = sim.query_parts(q), sim.item_parts(e)
+    loss = sim.sampled_softmax(qp, sim.score_all(qp, ip)[:, 0], ip)
+    loss.backward()
+    for layer in (sim.query_mlp_out, sim.item_proj):
+        assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+def test_residual_mol_matches_the_per_pair_loop_once_trained():
+    """Non-zero maps: f = normalize(q + MLP(q)), g = normalize(e + Linear(e)) (eval mode)."""
+    torch.manual_seed(1)
+    cfg = MoLConfig(**{**SMALL, "d_p": DIM, "user_id_components": 0, "residual": True})
+    sim = MoLSimilarity(cfg, DIM).double().eval()
+    with torch.no_grad():
+        for p in sim.parameters():
+            p.normal_(0.0, 0.3)
+    q, e = torch.randn(2, DIM, dtype=torch.float64), torch.randn(3, DIM, dtype=torch.float64)
+    qp, ip = sim.query_parts(q), sim.item_parts(e)
+    gate, value = sim.query_mlp_in(q).chunk(2, dim=-1)
+    f = sim.query_mlp_out(F.silu(gate) * value).view(2, cfg.p_q, DIM) + q.unsqueeze(1)
+    g = sim.item_proj(e).view(3, cfg.p_x, DIM) + e.unsqueeze(1)
+    torch.testing.assert_close(qp.f, F.normalize(f, dim=-1))
+    torch.testing.assert_close(ip.g, F.normalize(g, dim=-1))
+
+
+def test_residual_mol_config_errors():
+    with pytest.raises(ValueError, match="residual needs user_id_components = 0"):
+        MoLConfig(**{**SMALL, "residual": True})
+    with pytest.raises(ValueError, match="residual must be a boolean"):
+        MoLConfig(**{**SMALL, "user_id_components": 0, "residual": 1})
+    with pytest.raises(ValueError, match=r"d_p equal to the model dim \(6\), got 5"):
+        MoLSimilarity(MoLConfig(**{**SMALL, "user_id_components": 0, "residual": True}), DIM)

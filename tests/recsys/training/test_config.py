@@ -74,6 +74,9 @@ def test_valid_config_builds() -> None:
         ("data.train_stride", 5, r"applies to train_window 'all' only"),
         ("data.synthetic", 5, r"data\.synthetic: expected"),  # fields: app.train checks them
         ("extra", 1, r"unknown top-level key"),
+        ("training.dot_warmup_epochs", -1, r"TrainingConfig\.dot_warmup_epochs must be >= 0"),
+        ("training.dot_warmup_epochs", 2, r"training\.dot_warmup_epochs: needs a residual MoL"),
+        ("model.similarity.residual", "yes", r"model\.similarity\.residual: expected"),
     ],
 )
 def test_invalid_values_name_the_field(path: str, value: Any, message: str) -> None:
@@ -183,3 +186,14 @@ def test_extends_errors_name_the_files(tmp_path: Path) -> None:
         UserError, match=r"child\.yaml \(extends .*bad-base\.yaml\): model\.similarity: MoLConfig"
     ):
         load_config(child)
+
+
+def test_residual_mol_needs_components_of_the_model_dim() -> None:
+    raw = with_change("model.similarity.residual", True)
+    raw["model"]["similarity"]["user_id_components"] = 0
+    with pytest.raises(UserError, match=r"residual: needs d_p = model\.encoder\.dim \(16\)"):
+        config_from_dict(raw, "cfg.yaml")
+    raw["model"]["similarity"]["d_p"] = 16
+    raw["training"]["dot_warmup_epochs"] = 1
+    config = config_from_dict(raw, "cfg.yaml")
+    assert config.model.similarity.residual and config.training.dot_warmup_epochs == 1

@@ -266,3 +266,32 @@ def test_num_nodes_reaches_the_trainer(tmp_path: Path) -> None:
     config = tiny_config(epochs=1, accelerator="cpu", devices=1, strategy="ddp", num_nodes=2)
     trainer = _trainer(config, tmp_path, 1, False, [])
     assert trainer.num_nodes == 2
+
+
+def test_dot_warmup_epochs_train_the_dot_product_then_mol(tmp_path: Path) -> None:
+    """A real fit of a residual MoL: through the warm-up epochs its maps stay at zero (the
+    model is the dot product), after them they learn."""
+    data_dir = make_dataset(tmp_path / "data", num_users=64, num_items=30)
+    residual = {
+        "type": "mol",
+        "p_q": 2,
+        "p_x": 2,
+        "d_p": 32,
+        "user_id_components": 0,
+        "mlp_hidden": 32,
+        "gate_hidden": 16,
+        "residual": True,
+    }
+    raw = tiny_config(epochs=2).to_dict()
+    raw["model"]["similarity"] = residual
+    raw["training"]["dot_warmup_epochs"] = 1
+    config = config_from_dict(raw, "test")
+    run = tmp_path / "run"
+    train(config, data_dir, run, max_epochs=1, progress_bar=False)
+    maps = ("similarity.query_mlp_out.weight", "similarity.item_proj.weight")
+    first = _last_ckpt(run)["state_dict"]
+    assert all(not first[f"model.{name}"].any() for name in maps)
+    assert first["model.item_emb.weight"].abs().sum() > 0
+    train(config, data_dir, run, resume=run, progress_bar=False)
+    second = _last_ckpt(run)["state_dict"]
+    assert all(second[f"model.{name}"].abs().sum() > 0 for name in maps)
