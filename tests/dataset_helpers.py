@@ -60,6 +60,46 @@ def make_dataset(
     return write_dataset(path, items, users, pl.DataFrame(columns), {"source": {"path": "test"}})
 
 
+def make_long_tail_dataset(
+    path: Path,
+    num_users: int = 1500,
+    num_items: int = 1000,
+    clusters: int = 20,
+    length: tuple[int, int] = (5, 11),
+    seed: int = 0,
+) -> Path:
+    """A sparse, long-tailed catalog like Amazon 5-core data: item popularity ~ 1/rank, and
+    each user draws short histories from one of `clusters` taste groups (an item of the
+    user's group is 20x likelier), so a good model ranks per group, not by popularity."""
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, num_items + 1)
+    group = rng.integers(0, clusters, num_items)
+    seqs = []
+    for _ in range(num_users):
+        weights = popularity * np.where(group == rng.integers(0, clusters), 20.0, 1.0)
+        n = int(rng.integers(length[0], length[1] + 1))
+        seqs.append((rng.choice(num_items, n, p=weights / weights.sum()) + 1).tolist())
+    counts = np.bincount(np.concatenate(seqs), minlength=num_items + 1)[1:]
+    items = pl.DataFrame(
+        {
+            "item_id": pl.Series(np.arange(1, num_items + 1), dtype=pl.Int32),
+            "item_key": [f"i{i}" for i in range(1, num_items + 1)],
+            "count": pl.Series(counts, dtype=pl.Int64),
+        }
+    )
+    users = pl.DataFrame(
+        {
+            "user_id": pl.Series(np.arange(num_users), dtype=pl.Int32),
+            "user_key": [f"u{u}" for u in range(num_users)],
+        }
+    )
+    columns = {
+        "user_id": pl.Series(np.arange(num_users), dtype=pl.Int32),
+        "item_ids": pl.Series(seqs, dtype=pl.List(pl.Int32)),
+    }
+    return write_dataset(path, items, users, pl.DataFrame(columns), {"source": {"path": "test"}})
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread, and a busy machine (other jobs on the same

@@ -228,15 +228,21 @@ class SeqRecModel(nn.Module):
     ) -> Tensor:
         """(B, N+1) float32 scores against the whole catalog; column 0 (padding) is -inf.
 
-        Items are scored `item_chunk` at a time. The caller chooses the grad mode.
+        Items are scored `item_chunk` at a time. The caller chooses the grad mode. A
+        residual MoL whose maps are still at zero (a dot warm-up) is scored as the dot
+        product it equals.
         """
-        qp = self.query_parts(item_ids, timestamps, user_ids)
+        sim: DotSimilarity | MoLSimilarity = self.similarity
+        warm = self.warmup_similarity
+        if warm is not None and isinstance(sim, MoLSimilarity) and sim.maps_at_zero():
+            sim = warm  # what the residual MoL is: the same scores, P times cheaper
+        qp = sim.query_parts(self.query(item_ids, timestamps), user_ids)
         n = self.num_items + 1
         out = torch.empty(qp.batch_size, n, dtype=torch.float32, device=item_ids.device)
         for start in range(0, n, item_chunk):
             ids = torch.arange(start, min(start + item_chunk, n), device=item_ids.device)
-            out[:, start : start + ids.shape[0]] = self.similarity.score_all(
-                qp, self.item_parts(ids)
+            out[:, start : start + ids.shape[0]] = sim.score_all(
+                qp, sim.item_parts(self.item_emb(ids))
             ).float()
         out[:, 0] = float("-inf")
         return out

@@ -249,6 +249,14 @@ class MoLSimilarity(nn.Module):
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
 
+    def maps_at_zero(self) -> bool:
+        """A residual MoL whose query MLP and item projection output layers are all zero:
+        it scores exactly as the dot product (module docstring)."""
+        if not self.config.residual:
+            return False
+        layers = (self.query_mlp_out, self.item_proj)
+        return not any(layer.weight.any() or layer.bias.any() for layer in layers)
+
     # -- halves -----------------------------------------------------------------------
 
     def query_parts(self, q: Tensor, user_ids: Tensor | None = None) -> QueryParts:

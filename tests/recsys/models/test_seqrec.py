@@ -292,3 +292,22 @@ def test_dot_warmup_needs_a_residual_mol():
     for similarity in (DotConfig(), MOL_CFG):
         with pytest.raises(ValueError, match="residual MoL"):
             model(HSTU_CFG, similarity).training_loss(ids, ts, users, dot_warmup=True)
+
+
+def test_residual_mol_at_zero_is_scored_as_the_dot_product():
+    """score_all takes the dot product's path while the maps are zero (the same scores,
+    cheaper), and MoL's as soon as they are not."""
+    m = model(HSTU_CFG, RESIDUAL_CFG).double().eval()
+    ids, ts, users = batch()
+    assert m.similarity.maps_at_zero()
+    with torch.no_grad():
+        at_zero = m.score_all(ids, ts, users)
+        qp = m.query_parts(ids, ts, users)
+        full = m.similarity.score_all(qp, m.item_parts(torch.arange(1, N + 1)))
+        torch.testing.assert_close(at_zero[:, 1:], full.float())
+        m.similarity.item_proj.bias[0] = 0.5
+        assert not m.similarity.maps_at_zero()
+        moved = m.score_all(ids, ts, users)
+        full = m.similarity.score_all(qp, m.item_parts(torch.arange(1, N + 1)))
+        torch.testing.assert_close(moved[:, 1:], full.float())
+    assert not model(HSTU_CFG, MOL_CFG).similarity.maps_at_zero()
