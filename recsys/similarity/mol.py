@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.similarity.dropout import dropout, random_keep
-from recsys.similarity.mol_fused import GateWeights, fused_sampled_softmax
+from recsys.similarity.mol_fused import CHUNK_BYTES, GateWeights, fused_sampled_softmax
 from recsys.similarity.parts import ItemParts, QueryParts
 
 NORM_EPS = 1e-6
@@ -311,10 +311,24 @@ class MoLSimilarity(nn.Module):
     def score_all(
         self, qp: QueryParts, ip: ItemParts, return_gates: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """(B, X) scores of every query against every item (and gates (B, X, P) if asked)."""
-        s = component_logits(qp.f, ip.g, self.tau)
-        phi, pi = self.combine(s, qp.a_q, ip.a_x)
-        return (phi, pi) if return_gates else phi
+        """(B, X) scores of every query against every item (and gates (B, X, P) if asked).
+
+        Scored a slice of items at a time, so that the cross gate's (pairs, hidden)
+        activations stay near CHUNK_BYTES (in cache); a few times faster than one pass
+        over thousands of items, with the same per-pair maths.
+        """
+        step = max(1, CHUNK_BYTES // (qp.batch_size * self.config.gate_hidden * 4))
+        phis, pis = [], []
+        for start in range(0, max(ip.num_items, 1), step):
+            part = ip.slice(start, min(start + step, ip.num_items))
+            s = component_logits(qp.f, part.g, self.tau)
+            phi, pi = self.combine(s, qp.a_q, part.a_x)
+            phis.append(phi)
+            pis.append(pi)
+        if len(phis) == 1:
+            return (phis[0], pis[0]) if return_gates else phis[0]
+        phi = torch.cat(phis, dim=1)
+        return (phi, torch.cat(pis, dim=1)) if return_gates else phi
 
     @overload
     def score_gathered(

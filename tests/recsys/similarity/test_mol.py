@@ -343,3 +343,18 @@ def test_residual_mol_config_errors():
         MoLConfig(**{**SMALL, "user_id_components": 0, "residual": 1})
     with pytest.raises(ValueError, match=r"d_p equal to the model dim \(6\), got 5"):
         MoLSimilarity(MoLConfig(**{**SMALL, "user_id_components": 0, "residual": True}), DIM)
+
+
+def test_score_all_in_item_slices_equals_one_pass(monkeypatch):
+    import recsys.similarity.mol as mol_module
+
+    sim = make()
+    q, e = torch.randn(3, DIM, dtype=torch.float64), torch.randn(7, DIM, dtype=torch.float64)
+    qp, ip = sim.query_parts(q), sim.item_parts(e)
+    whole, whole_gates = sim.score_all(qp, ip, return_gates=True)
+    # 2 items per slice (3 queries x 4 hidden x 4 bytes x 2), the last slice a single item
+    monkeypatch.setattr(mol_module, "CHUNK_BYTES", 3 * sim.config.gate_hidden * 4 * 2)
+    sliced, sliced_gates = sim.score_all(qp, ip, return_gates=True)
+    torch.testing.assert_close(sliced, whole)
+    torch.testing.assert_close(sliced_gates, whole_gates)
+    assert sim.score_all(qp, ip.slice(0, 0)).shape == (3, 0)
