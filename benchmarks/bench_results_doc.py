@@ -349,8 +349,9 @@ def render(results_dir: Path) -> str:
 
 
 def readme_table(results_dir: Path, rows=README_ROWS) -> list[str]:
-    """The README's results table: one line per README_ROWS entry, linking its file."""
-    body = []
+    """The README's results table: one line per README_ROWS entry, then a line linking
+    the files the rows come from."""
+    body, files = [], []
     for data, label, name, row_name, part in rows:
         content = _load(results_dir / name)
         if row_name is not None:
@@ -359,9 +360,12 @@ def readme_table(results_dir: Path, rows=README_ROWS) -> list[str]:
                 raise ValueError(f"{name}: no row named {row_name!r} (README_ROWS)")
             content = matches[0]
         metrics = content[part]
-        link = f"[{Path(name).stem.removeprefix('accuracy-')}](benchmarks/results/{name})"
-        body.append([data, label, *(_num(metrics.get(m)) for m in README_METRICS), link])
-    return _table(["data", "model", "HR@10", "NDCG@10", "HR@50", "MRR", "source"], body)
+        body.append([data, label, *(_num(metrics.get(m)) for m in README_METRICS)])
+        if name not in files:
+            files.append(name)
+    links = ", ".join(f"[{name}](benchmarks/results/{name})" for name in files)
+    table = _table(["data", "model", "HR@10", "NDCG@10", "HR@50", "MRR"], body)
+    return [*table, "", f"From {links}."]
 
 
 def readme_retrieval_table(results_dir: Path, rows=README_RETRIEVAL_ROWS) -> list[str]:
@@ -401,7 +405,7 @@ def with_readme_table(
     if start < 0 or end < start:
         raise ValueError(f"README.md: markers {start_mark!r} ... {end_mark!r} not found")
     head = readme[: start + len(start_mark)]
-    return head + "\n" + "\n".join(line for line in table if line) + "\n" + readme[end:]
+    return head + "\n" + "\n".join(table).strip("\n") + "\n" + readme[end:]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -176,9 +176,10 @@ def test_readme_table_takes_its_figures_from_the_files(tmp_path: Path) -> None:
         ("Beauty", "popularity", "accuracy-beauty.json", "beauty-mol", "popularity"),
     )
     table = readme_table(results, rows)
-    link = "[beauty](benchmarks/results/accuracy-beauty.json)"
-    assert table[2] == f"| Beauty | MoL | 0.0600 | 0.0314 | 0.2500 | 0.0200 | {link} |"
-    assert table[3] == f"| Beauty | popularity | 0.0123 | – | – | – | {link} |"
+    link = "[accuracy-beauty.json](benchmarks/results/accuracy-beauty.json)"
+    assert table[2] == "| Beauty | MoL | 0.0600 | 0.0314 | 0.2500 | 0.0200 |"
+    assert table[3] == "| Beauty | popularity | 0.0123 | – | – | – |"
+    assert table[4:] == ["", f"From {link}."]  # each file linked once
     with pytest.raises(ValueError, match="no row named 'nope'"):
         readme_table(results, (("B", "x", "accuracy-beauty.json", "nope", "test"),))
     text = f"a\n{README_START}\nx\n{README_END}\nb\n"
