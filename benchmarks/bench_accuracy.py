@@ -162,12 +162,16 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
     if args.refit:
         from recsys.training.run import refit
 
+        refit_ckpt = run_dir / "refit" / "checkpoints" / "last.ckpt"
+        refit_earlier_s = elapsed_in_checkpoint(refit_ckpt) if refit_ckpt.is_file() else 0.0
         start = time.perf_counter()
         refitted = refit(config, run_dir, data_dir=data_dir, progress_bar=args.progress)
         result["refit"] = {
             "epochs": refitted["epochs"],
             "test": refitted["test"],
-            "wall_time_s": round(time.perf_counter() - start, 1),
+            # fitting carried over from earlier sessions (0 for a refit checkpoint written
+            # before the refit recorded its clock), plus this session's fit and evaluation
+            "wall_time_s": round(time.perf_counter() - start + refit_earlier_s, 1),
         }
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     update_summary(RESULTS / f"accuracy-{dataset}.json", dataset, summary_row(result, config))

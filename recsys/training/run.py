@@ -356,9 +356,10 @@ def refit(
     last = out / rundir.CHECKPOINTS / "last.ckpt"
     module, datamodule = _modules(config, data_path, data, refit=True)
     keep = _last_checkpoint(out)
+    clock = ElapsedTime()
     trainer = L.Trainer(
         max_epochs=epochs,
-        callbacks=[keep, *_lr_log(t)],
+        callbacks=[keep, clock, *_lr_log(t)],
         logger=[CSVLogger(out, name="logs")],
         default_root_dir=out,
         limit_val_batches=0,  # no selection: the epoch count comes from the validated run
@@ -372,14 +373,12 @@ def refit(
         rundir.atomic_write_text(
             out / rundir.RUN_CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False)
         )
-    started = time.perf_counter()
     trainer.fit(
         module,
         datamodule=datamodule,
         ckpt_path=last if last.is_file() else None,
         weights_only=True,
     )
-    fit_s = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}
     model = module.model
@@ -403,7 +402,7 @@ def refit(
     metrics = {
         "protocol": "refit",
         "epochs": epochs,
-        "fit_s": round(fit_s, 1),  # this process only (a resumed refit counts from resuming)
+        "fit_s": round(clock.elapsed(), 1),  # all its fitting, across --resume
         "test": evaluate(model, data, "test", config.max_len, b, device, t.eval_bf16),
         "popularity": evaluate(popularity, data, "test", config.max_len, b, device),
         "warnings": [],

@@ -251,8 +251,12 @@ def test_refit_trains_the_selected_epochs_on_train_and_valid(tmp_path: Path) -> 
     original, _ = rundir.load_model(run)
     name = "item_emb.weight"
     assert not torch.equal(model.state_dict()[name], original.state_dict()[name])
+    # Its fitting time is in the checkpoint, so a resumed refit still reports all of it.
+    assert last["callbacks"]["ElapsedTime"]["elapsed_s"] == pytest.approx(metrics["fit_s"], abs=0.1)
     # Re-running resumes from its last.ckpt: nothing left to train, same result.
-    assert refit(config, run, progress_bar=False)["test"] == pytest.approx(metrics["test"])
+    again_metrics = refit(config, run, progress_bar=False)
+    assert again_metrics["test"] == pytest.approx(metrics["test"])
+    assert again_metrics["fit_s"] >= metrics["fit_s"] > 0
 
 
 def test_refit_needs_a_selected_epoch(tmp_path: Path) -> None:
