@@ -36,28 +36,7 @@ def make_dataset(
         walk[flip] = rng.integers(1, num_items + 1, flip.sum())
         seqs.append(walk.astype(np.int32).tolist())
         times.append((1_000_000 + np.cumsum(rng.integers(1, 5000, n))).tolist())
-    flat = np.concatenate([np.asarray(s) for s in seqs])
-    counts = np.bincount(flat, minlength=num_items + 1)[1:]
-    items = pl.DataFrame(
-        {
-            "item_id": pl.Series(np.arange(1, num_items + 1), dtype=pl.Int32),
-            "item_key": [f"i{i}" for i in range(1, num_items + 1)],
-            "count": pl.Series(counts, dtype=pl.Int64),
-        }
-    )
-    users = pl.DataFrame(
-        {
-            "user_id": pl.Series(np.arange(num_users), dtype=pl.Int32),
-            "user_key": [f"u{u}" for u in range(num_users)],
-        }
-    )
-    columns = {
-        "user_id": pl.Series(np.arange(num_users), dtype=pl.Int32),
-        "item_ids": pl.Series(seqs, dtype=pl.List(pl.Int32)),
-    }
-    if timestamps:
-        columns["timestamps"] = pl.Series(times, dtype=pl.List(pl.Int64))
-    return write_dataset(path, items, users, pl.DataFrame(columns), {"source": {"path": "test"}})
+    return _write(path, seqs, num_items, times if timestamps else None)
 
 
 def make_long_tail_dataset(
@@ -79,12 +58,20 @@ def make_long_tail_dataset(
         weights = popularity * np.where(group == rng.integers(0, clusters), 20.0, 1.0)
         n = int(rng.integers(length[0], length[1] + 1))
         seqs.append((rng.choice(num_items, n, p=weights / weights.sum()) + 1).tolist())
-    counts = np.bincount(np.concatenate(seqs), minlength=num_items + 1)[1:]
+    return _write(path, seqs, num_items)
+
+
+def _write(
+    path: Path, seqs: list[list[int]], num_items: int, times: list[list[int]] | None = None
+) -> Path:
+    """A dataset directory of these histories (one user per sequence, ids 1..num_items)."""
+    num_users = len(seqs)
+    counts = np.bincount(np.concatenate([np.asarray(s) for s in seqs]), minlength=num_items + 1)
     items = pl.DataFrame(
         {
             "item_id": pl.Series(np.arange(1, num_items + 1), dtype=pl.Int32),
             "item_key": [f"i{i}" for i in range(1, num_items + 1)],
-            "count": pl.Series(counts, dtype=pl.Int64),
+            "count": pl.Series(counts[1:], dtype=pl.Int64),
         }
     )
     users = pl.DataFrame(
@@ -97,6 +84,8 @@ def make_long_tail_dataset(
         "user_id": pl.Series(np.arange(num_users), dtype=pl.Int32),
         "item_ids": pl.Series(seqs, dtype=pl.List(pl.Int32)),
     }
+    if times is not None:
+        columns["timestamps"] = pl.Series(times, dtype=pl.List(pl.Int64))
     return write_dataset(path, items, users, pl.DataFrame(columns), {"source": {"path": "test"}})
 
 

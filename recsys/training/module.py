@@ -81,11 +81,6 @@ class SeqRecModule(L.LightningModule):
         self.model_config = ModelConfig.from_dict(model_config)
         self.training_config: TrainingConfig = build_dataclass(TrainingConfig, training, "training")
         self.model = SeqRecModel(self.model_config)
-        if self.training_config.dot_warmup_epochs and self.model.warmup_similarity is None:
-            raise ValueError(
-                "training.dot_warmup_epochs needs a residual MoL (model.similarity: "
-                "{type: mol, residual: true})"
-            )
         self._eval_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
 
     # -- training ----------------------------------------------------------------------
