@@ -125,6 +125,10 @@ class TrainingConfig:
     of SASRec in batches of 128 windows).
     dot_warmup_epochs: a residual MoL (`model.similarity.residual`) trains as the dot
     product it starts as for this many epochs, then as MoL (recsys.models.seqrec).
+    dot_aux_weight: a MoL model's loss adds this weight times the full-catalog softmax loss
+    of the plain dot product between the encoder output and the item table (a training
+    signal for the encoder and items over every item, at the dot product's cost; MoL's own
+    parameters get none of it). 0 = off (SPEC).
     """
 
     epochs: int = 100
@@ -152,6 +156,7 @@ class TrainingConfig:
     warmup_steps: int = 0
     embedding_lr_scale: float = 1.0
     dot_warmup_epochs: int = 0
+    dot_aux_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "val_every_n_epochs"):
@@ -178,6 +183,10 @@ class TrainingConfig:
         if self.dot_warmup_epochs < 0:
             raise ValueError(
                 f"TrainingConfig.dot_warmup_epochs must be >= 0, got {self.dot_warmup_epochs}"
+            )
+        if not self.dot_aux_weight >= 0:
+            raise ValueError(
+                f"TrainingConfig.dot_aux_weight must be >= 0, got {self.dot_aux_weight}"
             )
         if self.warmup_steps < 0:
             raise ValueError(f"TrainingConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
@@ -277,6 +286,11 @@ def config_from_dict(raw: Any, source: str = "<config>") -> RunConfig:
             raise UserError(
                 "training.dot_warmup_epochs: needs a residual MoL "
                 "(model.similarity: {type: mol, residual: true, ...})"
+            )
+        if training.dot_aux_weight and not isinstance(sim, MoLConfig):
+            raise UserError(
+                "training.dot_aux_weight: needs a MoL similarity (model.similarity: "
+                "{type: mol, ...}); a dot model trains that loss already"
             )
         if isinstance(sim, MoLConfig) and sim.residual and sim.d_p != model.encoder.dim:
             raise UserError(

@@ -98,6 +98,7 @@ class SeqRecModule(L.LightningModule):
             self.training_config.negatives,
             batch.first_target,
             dot_warmup=self.current_epoch < self.training_config.dot_warmup_epochs,
+            dot_aux_weight=self.training_config.dot_aux_weight,
         )
         size = batch.item_ids.shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)

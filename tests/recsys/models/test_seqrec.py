@@ -311,3 +311,33 @@ def test_residual_mol_at_zero_is_scored_as_the_dot_product():
         full = m.similarity.score_all(qp, m.item_parts(torch.arange(1, N + 1)))
         torch.testing.assert_close(moved[:, 1:], full.float())
     assert not model(HSTU_CFG, MOL_CFG).similarity.maps_at_zero()
+
+
+def test_dot_aux_loss_adds_the_dot_models_full_softmax_loss():
+    """MoL loss + w x (the loss of a dot model with the same encoder and item table over the
+    full catalog); the aux term's gradient reaches the encoder and items, not MoL."""
+    m = model(HSTU_CFG, MOL_CFG).double().eval()  # eval: no dropout, so both runs agree
+    dot = model(HSTU_CFG, DotConfig(tau=MOL_CFG.tau)).double().eval()
+    dot.load_state_dict(
+        {k: v for k, v in m.state_dict().items() if not k.startswith("similarity.")}
+    )
+    ids, ts, users = batch()
+    neg = NegativesConfig("shared", 6)
+    torch.manual_seed(5)
+    base, _ = m.training_loss(ids, ts, users, neg)
+    torch.manual_seed(5)
+    loss, logs = m.training_loss(ids, ts, users, neg, dot_aux_weight=0.5)
+    ref, _ = dot.training_loss(ids, ts, users, NegativesConfig("full"))
+    torch.testing.assert_close(loss, base + 0.5 * ref)
+    torch.testing.assert_close(logs["dot_aux"], 0.5 * ref.detach())
+    grads = []
+    for total in (base, loss):
+        m.zero_grad()
+        total.backward()
+        grads.append({k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None})
+    for name, g in grads[0].items():
+        if name.startswith("similarity."):
+            torch.testing.assert_close(grads[1][name], g)
+    assert not torch.allclose(grads[1]["item_emb.weight"], grads[0]["item_emb.weight"])
+    with pytest.raises(ValueError, match="needs a MoL similarity"):
+        model(HSTU_CFG, DotConfig()).training_loss(ids, ts, users, neg, dot_aux_weight=0.5)

@@ -77,6 +77,7 @@ def test_valid_config_builds() -> None:
         ("training.dot_warmup_epochs", -1, r"TrainingConfig\.dot_warmup_epochs must be >= 0"),
         ("training.dot_warmup_epochs", 2, r"training\.dot_warmup_epochs: needs a residual MoL"),
         ("model.similarity.residual", "yes", r"model\.similarity\.residual: expected"),
+        ("training.dot_aux_weight", -0.5, r"TrainingConfig\.dot_aux_weight must be >= 0"),
     ],
 )
 def test_invalid_values_name_the_field(path: str, value: Any, message: str) -> None:
@@ -197,3 +198,11 @@ def test_residual_mol_needs_components_of_the_model_dim() -> None:
     raw["training"]["dot_warmup_epochs"] = 1
     config = config_from_dict(raw, "cfg.yaml")
     assert config.model.similarity.residual and config.training.dot_warmup_epochs == 1
+
+
+def test_dot_aux_weight_needs_a_mol_similarity() -> None:
+    raw = with_change("training.dot_aux_weight", 0.5)
+    assert config_from_dict(raw, "cfg.yaml").training.dot_aux_weight == 0.5
+    raw["model"]["similarity"] = {"type": "dot"}
+    with pytest.raises(UserError, match=r"cfg\.yaml: training\.dot_aux_weight: needs a MoL"):
+        config_from_dict(raw, "cfg.yaml")
