@@ -10,14 +10,16 @@ full (the most work a batch can hold). It then
 - times forward + backward + AdamW step (median after warm-up) in fp32 and bf16 autocast,
   with shared and per-position negatives,
 
-and writes benchmarks/results/train-step-cpu.json with `ratio = time / (flops / peak)`
+and writes benchmarks/results/train-step-cpu.json (with `--before OLD.json`, an earlier
+output of this script, kept under "before" with its own provenance: the figures before a
+change, measured on the same machine) with `ratio = time / (flops / peak)`
 (1.0 = every FLOP at peak matmul speed; elementwise work, memory traffic and the
 optimizer make up the rest). Wall time and process CPU time are both reported: on a shared
 machine the CPU time (with --threads 1) is the figure that other processes disturb least,
 and `ratio_cpu` compares it with the peak measured in CPU time (CPU seconds of all threads,
 so with several threads it also charges their idle spinning).
 
-Run: `python benchmarks/bench_train_step.py [--quick] [--threads N]`
+Run: `python benchmarks/bench_train_step.py [--quick] [--threads N] [--before OLD.json]`
 (or `recsys bench train_step ...`).
 """
 
@@ -150,6 +152,16 @@ def counted_flops(step) -> int:
     return counter.get_total_flops()
 
 
+def _read_before(path: Path) -> dict:
+    """The parts of an earlier output kept as "before": its figures and provenance."""
+    try:
+        old = json.loads(path.read_text())
+        keep = ("config", "peak_flops", "peak_flops_cpu_time", "results", "provenance")
+        return {key: old[key] for key in keep}
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--before {path}: not an output of this script ({e})") from e
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="batch 32, 1 timed step")
@@ -157,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     parser.add_argument("--batch", type=int, default=None, help="override the batch size")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument(
+        "--before", type=Path, default=None, help="an earlier output to keep as 'before'"
+    )
     args = parser.parse_args(argv)
+    before = _read_before(args.before) if args.before else None
     argv_used = sys.argv[1:] if argv is None else argv
     torch.set_num_threads(args.threads)
     load_at_start = list(os.getloadavg())
@@ -235,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "provenance": provenance(" ".join(["benchmarks/bench_train_step.py", *argv_used])),
     }
+    if before is not None:
+        out["before"] = before
     atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
