@@ -6,7 +6,9 @@ never test), and writes benchmarks/results/<dataset>-<config>.json with every me
 valid and test, the popularity baseline, the selected epoch, the epochs run, the validation
 curve, wall time, device, commit and seed. It also updates the dataset's summary,
 benchmarks/results/accuracy-<dataset>.json: one row per config (replaced when the config
-is run again), the source of the README's results tables. A resumed run's wall time adds
+is run again), the source of the README's results tables. Each run trains in
+runs/bench/<dataset>-<config>-<hash of the config>, and rerunning the same command resumes
+it from its last checkpoint (a run spanning sessions); a resumed run's wall time adds
 the fitting time its checkpoint recorded for the runs it continues. `--refit` also runs the
 refit protocol (train + validation targets, the selected number of epochs) and records its
 test figures beside the selected model's.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -117,6 +120,13 @@ def update_summary(path: Path, dataset: str, row: dict) -> dict:
     return summary
 
 
+def config_key(config) -> str:
+    """Ten hex digits of the run config's hash: the benchmark's run directory (and so the
+    checkpoint a rerun resumes) belongs to one configuration, seed included."""
+    text = json.dumps(config.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
 def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path | None:
     from recsys.training.config import load_config
     from recsys.training.run import train
@@ -126,7 +136,7 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
         print(f"skip {dataset}: {shared_data_dir() / DATASETS[dataset]} is absent")
         return None
     config = load_config(config_path)
-    run_dir = Path(args.runs) / f"{dataset}-{config_path.stem}"
+    run_dir = Path(args.runs) / f"{dataset}-{config_path.stem}-{config_key(config)}"
     resume = run_dir if (run_dir / "checkpoints" / "last.ckpt").is_file() else None
     out = RESULTS / f"{dataset}-{config_path.stem}.json"
     earlier_s = elapsed_in_checkpoint(run_dir / "checkpoints" / "last.ckpt") if resume else 0.0

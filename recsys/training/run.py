@@ -43,9 +43,10 @@ from recsys.evaluation import (
     training_item_counts,
     write_json,
 )
-from recsys.models.seqrec import SeqRecModel
+from recsys.models.seqrec import ModelConfig, SeqRecModel
+from recsys.schema import build_dataclass, to_plain
 from recsys.training import rundir
-from recsys.training.config import RunConfig
+from recsys.training.config import RunConfig, TrainingConfig
 from recsys.training.data import SeqDataModule
 from recsys.training.module import SeqRecModule
 
@@ -91,6 +92,38 @@ def resolve_resume(resume: str | Path | None) -> Path | None:
     if not p.is_file():
         raise UserError(f"cannot resume: checkpoint {p} does not exist")
     return p
+
+
+def _normalised_hparams(hparams: dict[str, Any], where: Path) -> dict[str, Any]:
+    """A module's hyper-parameters with every field filled in (a checkpoint written before
+    a field existed holds its default)."""
+    try:
+        model = ModelConfig.from_dict(hparams["model_config"], "model_config")
+        training = build_dataclass(TrainingConfig, hparams["training"], "training")
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{where}: not a recsys training checkpoint ({e})") from e
+    return {"model": to_plain(model), "training": to_plain(training)}
+
+
+def check_resume_config(ckpt_path: Path, module: SeqRecModule) -> None:
+    """UserError unless the checkpoint was trained with the module's model and training
+    configuration: a resumed run must continue the same run, not mix two."""
+    theirs = _normalised_hparams(
+        rundir.read_checkpoint(ckpt_path).get("hyper_parameters") or {}, ckpt_path
+    )
+    ours = _normalised_hparams(dict(module.hparams), ckpt_path)
+    differ = [
+        f"{section}.{key}"
+        for section, fields in ours.items()
+        for key in sorted(set(fields) | set(theirs[section]))
+        if fields.get(key) != theirs[section].get(key)
+    ]
+    if differ:
+        raise UserError(
+            f"cannot resume from {ckpt_path}: it was trained with another configuration "
+            f"({', '.join(differ)} differ); resume with the same config or start a new run "
+            "directory"
+        )
 
 
 def _modules(
@@ -274,6 +307,8 @@ def train(
             "or choose another --out"
         )
     module, datamodule = _modules(config, data_path, data)
+    if ckpt_path is not None:
+        check_resume_config(ckpt_path, module)
     trainer = _trainer(config, run_dir, max_epochs or t.epochs, progress_bar, callbacks or [])
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -355,6 +390,8 @@ def refit(
     data = load_dataset(data_path)
     last = out / rundir.CHECKPOINTS / "last.ckpt"
     module, datamodule = _modules(config, data_path, data, refit=True)
+    if last.is_file():
+        check_resume_config(last, module)
     keep = _last_checkpoint(out)
     clock = ElapsedTime()
     trainer = L.Trainer(

@@ -44,3 +44,14 @@ def test_summary_rows_are_upserted_by_config_name(tmp_path: Path) -> None:
         "beauty-sasrec-mol-cpu",
     ]
     assert summary["rows"][1]["test"]["hr@10"] == 0.07
+
+
+def test_run_directories_are_keyed_by_the_whole_config() -> None:
+    from benchmarks.bench_accuracy import config_key
+    from recsys.training.config import config_from_dict
+
+    config = load_config(REPO / "configs/ml-1m-hstu-mol-cpu.yaml")
+    assert config_key(config) == config_key(load_config(REPO / "configs/ml-1m-hstu-mol-cpu.yaml"))
+    raw = config.to_dict()
+    raw["training"]["seed"] = 7
+    assert config_key(config_from_dict(raw)) != config_key(config)

@@ -161,6 +161,11 @@ def test_existing_run_dir_needs_resume(tmp_path: Path) -> None:
         train(tiny_config(epochs=1), data_dir, run, progress_bar=False)
     with pytest.raises(UserError, match="does not exist"):
         train(tiny_config(epochs=1), data_dir, tmp_path / "r2", resume=tmp_path / "no.ckpt")
+    # A resumed run must continue the same run: another config is named, nothing trains.
+    other = tiny_config(epochs=2, lr=5e-3)
+    with pytest.raises(UserError, match=r"another configuration \(training\.epochs, training\.lr"):
+        train(other, data_dir, run, resume=run, progress_bar=False)
+    assert not (run / "logs" / "version_1").exists()
 
 
 def test_bad_dataset_dirs_fail_before_training(tmp_path: Path) -> None:
