@@ -62,11 +62,14 @@ def plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
     for name, curve in curves.items():
         for col, metric in enumerate(("hr@10", "ndcg@10")):
             axes[0][col].plot(
-                [r["epoch"] + 1 for r in curve], [r[metric] for r in curve], label=name
+                [r["epoch"] + 1 for r in curve],
+                [r[metric] for r in curve],
+                label=name,
+                marker=".",  # a one-epoch pilot is a single point
             )
             if timed:
                 points = [(r["elapsed_s"] / 60, r[metric]) for r in curve if "elapsed_s" in r]
-                axes[1][col].plot(*zip(*points, strict=True), label=name)
+                axes[1][col].plot(*zip(*points, strict=True), label=name, marker=".")
     for col, metric in enumerate(("hr@10", "ndcg@10")):
         axes[0][col].set(xlabel="epoch", ylabel=f"validation {metric}")
         if timed:

@@ -43,8 +43,9 @@ Auxiliary dot loss (`training_loss(..., dot_aux_weight=w)`, MoL only): adds w ti
 full-catalog softmax cross-entropy of the plain dot product between the same rows and the
 item table (normalised, MoL's temperature). The encoder and the item table then learn from
 every item as a negative at the dot product's cost, while MoL trains on its R sampled
-negatives; MoL's own parameters get no gradient from that term. On ML-1M, R = 128 uniform
-negatives alone leave an 8-block HSTU below the popularity ranking for its first epochs.
+negatives; MoL's own parameters get no gradient from that term. Why: on ML-1M an 8-block
+HSTU learns far more per epoch from the full softmax than from 128 sampled negatives
+(uniform, in-batch or mixed; benchmarks/results/curves-ml-1m-negatives.json).
 """
 
 from __future__ import annotations

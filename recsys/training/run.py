@@ -105,9 +105,25 @@ def _normalised_hparams(hparams: dict[str, Any], where: Path) -> dict[str, Any]:
     return {"model": to_plain(model), "training": to_plain(training)}
 
 
+# Where and how fast a run trains, not what it learns: free to change when resuming (say,
+# on another machine).
+RESUMABLE_CHANGES = frozenset(
+    {
+        "num_workers",
+        "accelerator",
+        "devices",
+        "strategy",
+        "num_nodes",
+        "eval_batch_size",
+        "log_every_n_steps",
+    }
+)
+
+
 def check_resume_config(ckpt_path: Path, module: SeqRecModule) -> None:
     """UserError unless the checkpoint was trained with the module's model and training
-    configuration: a resumed run must continue the same run, not mix two."""
+    configuration (hardware settings aside, RESUMABLE_CHANGES): a resumed run must
+    continue the same run, not mix two."""
     theirs = _normalised_hparams(
         rundir.read_checkpoint(ckpt_path).get("hyper_parameters") or {}, ckpt_path
     )
@@ -117,6 +133,7 @@ def check_resume_config(ckpt_path: Path, module: SeqRecModule) -> None:
         for section, fields in ours.items()
         for key in sorted(set(fields) | set(theirs[section]))
         if fields.get(key) != theirs[section].get(key)
+        and not (section == "training" and key in RESUMABLE_CHANGES)
     ]
     if differ:
         raise UserError(

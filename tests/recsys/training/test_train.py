@@ -166,6 +166,11 @@ def test_existing_run_dir_needs_resume(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"another configuration \(training\.epochs, training\.lr"):
         train(other, data_dir, run, resume=run, progress_bar=False)
     assert not (run / "logs" / "version_1").exists()
+    # Hardware and I/O settings may change (another machine): that run resumes.
+    moved = tiny_config(epochs=1, eval_batch_size=7, log_every_n_steps=3)
+    assert moved.training != tiny_config(epochs=1).training
+    train(moved, data_dir, run, resume=run, progress_bar=False)  # finished: nothing to add
+    assert _last_ckpt(run)["epoch"] == 0
 
 
 def test_bad_dataset_dirs_fail_before_training(tmp_path: Path) -> None:
