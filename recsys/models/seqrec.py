@@ -22,6 +22,15 @@ Negatives (`NegativesConfig.kind`):
 A negative equal to the row's positive is masked out in every case (for "full": the
 positive is counted once).
 
+Mined hard negatives (`NegativesConfig.hard` = K > 0, sampled kinds only): for each
+position, the K catalog items the plain dot product (normalised, no gradient) scores
+highest, leaving out the row's positive and every item of the row's own sequence (which
+holds its future targets, likely false negatives; evaluation masks the history anyway).
+They add a second loss, `hard_weight` times the softmax of the positive against those K
+alone ("hard_negatives" in the logs), scored by the model's own similarity: the sampled
+softmax on uniform negatives rarely shows MoL the near-misses that decide a top-10, these
+are exactly those. No sampling correction applies (the draw is deterministic).
+
 `correction` (the logQ correction of sampled softmax; Bengio & Senecal 2008, Yi et al.,
 RecSys'19) adds -log(E[times item j is drawn]) to each negative's logit, so that the loss
 estimates the softmax over the whole catalog: log(N/R) for R uniform draws,
@@ -148,6 +157,8 @@ class NegativesConfig:
     num: int = 128
     correction: bool = False
     in_batch_fraction: float = 0.5
+    hard: int = 0
+    hard_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in NEGATIVE_KINDS:
@@ -167,6 +178,14 @@ class NegativesConfig:
             )
         if self.kind == "full" and self.correction:
             raise ValueError("NegativesConfig.correction does not apply to kind 'full'")
+        if isinstance(self.hard, bool) or not isinstance(self.hard, int) or self.hard < 0:
+            raise ValueError(f"NegativesConfig.hard must be an integer >= 0, got {self.hard!r}")
+        if not self.hard_weight > 0:
+            raise ValueError(f"NegativesConfig.hard_weight must be > 0, got {self.hard_weight!r}")
+        if self.kind == "full" and self.hard:
+            raise ValueError(
+                "NegativesConfig.hard does not apply to kind 'full' (every item is a negative)"
+            )
 
 
 def build_encoder(config: HSTUConfig | SASRecConfig) -> nn.Module:
@@ -295,6 +314,21 @@ class SeqRecModel(nn.Module):
             offset = -torch.log(expected)
         return ids, None, ids.unsqueeze(0) != targets.unsqueeze(1), offset
 
+    @torch.no_grad()
+    def _hard_negatives(self, rows: Tensor, targets: Tensor, context: Tensor, k: int):
+        """rows (n, D), targets (n,), context (n, L) item ids of each row's sequence (0 =
+        padding) -> (ids (n, k), valid (n, k) bool): per row, the k items 1..N of highest
+        cosine with the row, leaving out its target and its context; `valid` is False where
+        fewer than k items remain."""
+        q = F.normalize(rows.detach().float(), dim=-1)
+        e = F.normalize(self.item_emb.weight.detach().float(), dim=-1)
+        scores = q @ e.transpose(0, 1)  # (n, N+1)
+        scores[:, 0] = float("-inf")
+        scores.scatter_(1, context, float("-inf"))
+        scores.scatter_(1, targets.unsqueeze(1), float("-inf"))
+        top, ids = scores.topk(min(k, self.num_items), dim=1)
+        return ids, top > float("-inf")
+
     def _dot_full_softmax(self, rows: Tensor, targets: Tensor) -> Tensor:
         """Softmax cross-entropy of the dot product of rows (n, D) over the catalog."""
         dot = self.dot_view
@@ -368,6 +402,17 @@ class SeqRecModel(nn.Module):
                 qp, pos[:, 0], sim.item_parts(self.item_emb(neg_ids)), idx, valid, offset=offset
             )
         aux = sim.aux_losses(user_ids=row_users, gates=gates)
+        if negatives.hard:
+            row_of = torch.arange(item_ids.shape[0], device=item_ids.device)
+            row_of = row_of.unsqueeze(1).expand_as(targets_bt)[supervised]
+            hard_ids, hard_valid = self._hard_negatives(
+                rows, targets, item_ids[row_of], negatives.hard
+            )
+            hard_distinct, hard_idx = torch.unique(hard_ids, return_inverse=True)
+            hard = sim.sampled_softmax(
+                qp, pos[:, 0], sim.item_parts(self.item_emb(hard_distinct)), hard_idx, hard_valid
+            )
+            aux["hard_negatives"] = negatives.hard_weight * hard
         if dot_aux_weight and not dot_warmup:
             aux["dot_aux"] = dot_aux_weight * self._dot_full_softmax(rows, targets)
         loss = main + sum(aux.values()) if aux else main

@@ -341,3 +341,64 @@ def test_dot_aux_loss_adds_the_dot_models_full_softmax_loss():
     assert not torch.allclose(grads[1]["item_emb.weight"], grads[0]["item_emb.weight"])
     with pytest.raises(ValueError, match="needs a MoL similarity"):
         model(HSTU_CFG, DotConfig()).training_loss(ids, ts, users, neg, dot_aux_weight=0.5)
+
+
+def _hard_reference(m, rows, targets, context, k):
+    """Per row, in a plain loop: the k items of highest cosine outside target and context."""
+    e = F.normalize(m.item_emb.weight.detach().double(), dim=-1)
+    q = F.normalize(rows.detach().double(), dim=-1)
+    out = []
+    for i in range(rows.shape[0]):
+        banned = set(context[i].tolist()) | {int(targets[i]), 0}
+        allowed = [j for j in range(1, N + 1) if j not in banned]
+        allowed.sort(key=lambda j: -float(q[i] @ e[j]))
+        out.append(allowed[:k])
+    return out
+
+
+def test_hard_negatives_match_a_slow_reference():
+    m = model(HSTU_CFG, MOL_CFG).double()
+    g = torch.Generator().manual_seed(7)
+    rows = torch.randn(5, HSTU_CFG.dim, generator=g, dtype=torch.float64)
+    targets = torch.randint(1, N + 1, (5,), generator=g)
+    context = torch.randint(0, N + 1, (5, 6), generator=g)
+    for k in (3, N):  # N: more than remain, so the tail of each row is invalid
+        ids, valid = m._hard_negatives(rows, targets, context, k)
+        ref = _hard_reference(m, rows, targets, context, k)
+        for i, expected in enumerate(ref):
+            assert ids[i][valid[i]].tolist() == expected
+        assert valid.sum(dim=1).tolist() == [len(r) for r in ref]
+
+
+def test_hard_negative_loss_is_the_softmax_against_the_mined_items():
+    """Loss with K mined negatives = loss without + w x mean_rows(logsumexp([pos, hard]) -
+    pos), each row's hard items the top of the dot product outside its own sequence."""
+    m = model(HSTU_CFG, MOL_CFG).double().eval()  # eval: no dropout, so the runs agree
+    ids, ts, users = batch()
+    k, w = 4, 0.5
+    torch.manual_seed(5)
+    base, _ = m.training_loss(ids, ts, users, NegativesConfig("shared", 6))
+    torch.manual_seed(5)
+    neg = NegativesConfig("shared", 6, hard=k, hard_weight=w)
+    loss, logs = m.training_loss(ids, ts, users, neg)
+
+    out = m.encode(ids, ts)
+    supervised = ids[:, 1:] != 0
+    rows, targets = out[:, :-1][supervised], ids[:, 1:][supervised]
+    row_of = torch.arange(3).unsqueeze(1).expand_as(supervised)[supervised]
+    hard = _hard_reference(m, rows, targets, ids[row_of], k)
+    qp = m.similarity.query_parts(rows, users[row_of])
+    idx = torch.cat([targets.unsqueeze(1), torch.tensor(hard)], dim=1)
+    logits = m.similarity.score_gathered(qp, m.item_parts(), idx)
+    ref = (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+    torch.testing.assert_close(loss, base + w * ref)
+    torch.testing.assert_close(logs["hard_negatives"], w * ref.detach())
+
+
+def test_hard_negatives_config_is_checked():
+    with pytest.raises(ValueError, match=r"NegativesConfig\.hard must be an integer >= 0"):
+        NegativesConfig(hard=-1)
+    with pytest.raises(ValueError, match=r"NegativesConfig\.hard_weight must be > 0"):
+        NegativesConfig(hard=2, hard_weight=0.0)
+    with pytest.raises(ValueError, match="does not apply to kind 'full'"):
+        NegativesConfig("full", hard=2)
