@@ -29,7 +29,8 @@ holds its future targets, likely false negatives; evaluation masks the history a
 They add a second loss, `hard_weight` times the softmax of the positive against those K
 alone ("hard_negatives" in the logs), scored by the model's own similarity: the sampled
 softmax on uniform negatives rarely shows MoL the near-misses that decide a top-10, these
-are exactly those. No sampling correction applies (the draw is deterministic).
+are exactly those. No sampling correction applies (the draw is deterministic). Off by
+default; ML-1M pilots (h1, h2): benchmarks/results/curves-ml-1m-negatives.json.
 
 `correction` (the logQ correction of sampled softmax; Bengio & Senecal 2008, Yi et al.,
 RecSys'19) adds -log(E[times item j is drawn]) to each negative's logit, so that the loss
@@ -315,7 +316,9 @@ class SeqRecModel(nn.Module):
         return ids, None, ids.unsqueeze(0) != targets.unsqueeze(1), offset
 
     @torch.no_grad()
-    def _hard_negatives(self, rows: Tensor, targets: Tensor, context: Tensor, k: int):
+    def _hard_negatives(
+        self, rows: Tensor, targets: Tensor, context: Tensor, k: int
+    ) -> tuple[Tensor, Tensor]:
         """rows (n, D), targets (n,), context (n, L) item ids of each row's sequence (0 =
         padding) -> (ids (n, k), valid (n, k) bool): per row, the k items 1..N of highest
         cosine with the row, leaving out its target and its context; `valid` is False where
