@@ -383,9 +383,9 @@ class SeqRecModel(nn.Module):
             supervised &= positions.unsqueeze(0) >= first_target.unsqueeze(1)
         rows = out[:, :-1][supervised]  # (n, D)
         targets = targets_bt[supervised]  # (n,)
-        row_users = None
-        if user_ids is not None:
-            row_users = user_ids.unsqueeze(1).expand_as(targets_bt)[supervised]
+        batch_rows = torch.arange(item_ids.shape[0], device=item_ids.device)
+        row_of = batch_rows.unsqueeze(1).expand_as(targets_bt)[supervised]  # (n,) batch row
+        row_users = None if user_ids is None else user_ids[row_of]
         n = targets.shape[0]
         if n == 0:
             zero = out.sum() * 0.0
@@ -406,8 +406,6 @@ class SeqRecModel(nn.Module):
             )
         aux = sim.aux_losses(user_ids=row_users, gates=gates)
         if negatives.hard:
-            row_of = torch.arange(item_ids.shape[0], device=item_ids.device)
-            row_of = row_of.unsqueeze(1).expand_as(targets_bt)[supervised]
             hard_ids, hard_valid = self._hard_negatives(
                 rows, targets, item_ids[row_of], negatives.hard
             )
