@@ -11,11 +11,16 @@ runs/bench/<dataset>-<config>-<hash of the config>, and rerunning the same comma
 it from its last checkpoint (a run spanning sessions); a resumed run's wall time adds
 the fitting time its checkpoint recorded for the runs it continues. `--refit` also runs the
 refit protocol (train + validation targets, the selected number of epochs) and records its
-test figures beside the selected model's.
+test figures beside the selected model's. `--refit-from RESULT` runs only the refit, for the
+epoch count a committed result selected on validation (the same config, trained earlier,
+perhaps at another commit; RESULT names that selection in the refit record), and adds it
+to RESULT and its summary row: the refit of a run whose run directory is gone.
 
     recsys bench accuracy --dataset ml-1m --config configs/ml-1m-hstu-mol.yaml
     recsys bench accuracy --dataset beauty --config configs/beauty-sasrec-mol.yaml \
         --max-epochs 20
+    recsys bench accuracy --dataset ml-1m --config configs/ml-1m-hstu-mol-cpu.yaml \
+        --refit-from benchmarks/results/ml-1m-ml-1m-hstu-mol-cpu.json
 
 Skips cleanly (exit 0 with a message) when the data directory is absent.
 """
@@ -127,6 +132,63 @@ def config_key(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+def run_refit(
+    config, run_dir: Path, data_dir: Path, progress: bool, selection: dict | None = None
+) -> dict:
+    """The refit record of a result: `recsys.training.run.refit` into RUN_DIR/refit, for the
+    epochs selected in RUN_DIR, or in `selection` (a result file's path and contents)."""
+    from recsys.training.run import refit
+
+    refit_ckpt = run_dir / "refit" / "checkpoints" / "last.ckpt"
+    refit_earlier_s = elapsed_in_checkpoint(refit_ckpt) if refit_ckpt.is_file() else 0.0
+    given = {}
+    if selection is not None:
+        given = {"epochs": selection["selected_epoch"] + 1, "selected_in": selection["path"]}
+    start = time.perf_counter()
+    refitted = refit(config, run_dir, data_dir=data_dir, progress_bar=progress, **given)
+    record = {
+        "epochs": refitted["epochs"],
+        "test": refitted["test"],
+        # fitting carried over from earlier sessions (0 for a refit checkpoint written
+        # before the refit recorded its clock), plus this session's fit and evaluation
+        "wall_time_s": round(time.perf_counter() - start + refit_earlier_s, 1),
+    }
+    if selection is not None:  # run apart from its selection: its own provenance
+        record["selected_in"] = selection["path"]
+        record["provenance"] = provenance()
+    return record
+
+
+def refit_from(dataset: str, config_path: Path, result_path: Path, args) -> Path | None:
+    """`--refit-from`: the refit of the selection recorded in `result_path`, added to it."""
+    from recsys.training.config import load_config
+
+    data_dir = prepared(dataset, Path(args.data_cache))
+    if data_dir is None:
+        print(f"skip {dataset}: {shared_data_dir() / DATASETS[dataset]} is absent")
+        return None
+    result = json.loads(result_path.read_text())
+    if result.get("dataset") != dataset or Path(result.get("config", "")) != config_path:
+        raise SystemExit(
+            f"{result_path}: holds {result.get('config')} on {result.get('dataset')}, "
+            f"expected {config_path} on {dataset}"
+        )
+    if result.get("selected_epoch") is None:
+        raise SystemExit(f"{result_path}: no selected_epoch to refit for")
+    config = load_config(config_path)
+    run_dir = Path(args.runs) / f"{dataset}-{config_path.stem}-{config_key(config)}"
+    selection = {"path": str(result_path), "selected_epoch": int(result["selected_epoch"])}
+    result["refit"] = run_refit(config, run_dir, data_dir, args.progress, selection)
+    atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
+    update_summary(RESULTS / f"accuracy-{dataset}.json", dataset, summary_row(result, config))
+    test = result["refit"]["test"]
+    print(
+        f"{dataset} {config_path.stem} (refit, {result['refit']['epochs']} epochs): test hr@10 "
+        f"{test['hr@10']:.4f} ndcg@10 {test['ndcg@10']:.4f} -> {result_path}"
+    )
+    return result_path
+
+
 def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path | None:
     from recsys.training.config import load_config
     from recsys.training.run import train
@@ -170,19 +232,7 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
         "provenance": provenance(),
     }
     if args.refit:
-        from recsys.training.run import refit
-
-        refit_ckpt = run_dir / "refit" / "checkpoints" / "last.ckpt"
-        refit_earlier_s = elapsed_in_checkpoint(refit_ckpt) if refit_ckpt.is_file() else 0.0
-        start = time.perf_counter()
-        refitted = refit(config, run_dir, data_dir=data_dir, progress_bar=args.progress)
-        result["refit"] = {
-            "epochs": refitted["epochs"],
-            "test": refitted["test"],
-            # fitting carried over from earlier sessions (0 for a refit checkpoint written
-            # before the refit recorded its clock), plus this session's fit and evaluation
-            "wall_time_s": round(time.perf_counter() - start + refit_earlier_s, 1),
-        }
+        result["refit"] = run_refit(config, run_dir, data_dir, args.progress)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     update_summary(RESULTS / f"accuracy-{dataset}.json", dataset, summary_row(result, config))
     test = metrics["test"]
@@ -208,7 +258,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the refit protocol (recsys.training.run.refit) and record its test row",
     )
+    parser.add_argument(
+        "--refit-from",
+        type=Path,
+        help="run only the refit, for the epoch selected in this result file (one --config)",
+    )
     args = parser.parse_args(argv)
+    if args.refit_from is not None:
+        if len(args.config) != 1:
+            parser.error("--refit-from takes exactly one --config")
+        refit_from(args.dataset, args.config[0], args.refit_from, args)
+        return 0
     for config_path in args.config:
         run_one(args.dataset, config_path, args)
     return 0

@@ -387,6 +387,8 @@ def refit(
     run_dir: str | Path,
     data_dir: str | Path | None = None,
     progress_bar: bool = True,
+    epochs: int | None = None,
+    selected_in: str | None = None,
 ) -> dict[str, Any]:
     """The refit protocol, after `train` selected an epoch on validation: train the same
     config from scratch on the training *and* validation targets
@@ -394,16 +396,29 @@ def refit(
     then evaluate test once. Writes a complete run directory at RUN_DIR/refit (exportable
     like any run; resumes from its last.ckpt when re-run) and returns its metrics.json:
     {"protocol": "refit", "epochs", "test", "popularity", "warnings"} (no validation
-    figures: validation is training data here)."""
+    figures: validation is training data here).
+
+    The epoch count comes from RUN_DIR's model_config.json, or, when `epochs` is given,
+    from a selection recorded elsewhere (`selected_in` names it, for example a committed
+    benchmark result): RUN_DIR then needs no selected run, and `data_dir` is required."""
     run_dir = Path(run_dir)
-    info = rundir.read_run_info(run_dir)
-    best_epoch = info.extra.get("best_epoch")
-    if best_epoch is None:
-        raise UserError(f"{run_dir}: no selected epoch in {rundir.MODEL_CONFIG}; nothing to refit")
-    epochs = int(best_epoch) + 1
+    if epochs is None:
+        info = rundir.read_run_info(run_dir)
+        best_epoch = info.extra.get("best_epoch")
+        if best_epoch is None:
+            raise UserError(
+                f"{run_dir}: no selected epoch in {rundir.MODEL_CONFIG}; nothing to refit"
+            )
+        epochs = int(best_epoch) + 1
+        selected_in = str(run_dir)
+        data_dir = data_dir if data_dir is not None else info.data_dir  # the run's data
+    elif epochs < 1:
+        raise UserError(f"refit epochs must be >= 1, got {epochs}")
+    elif data_dir is None:
+        raise UserError("a refit with a given epoch count needs data_dir")
     out = run_dir / REFIT_DIR
     t = config.training
-    data_path = Path(data_dir) if data_dir is not None else Path(info.data_dir)  # the run's data
+    data_path = Path(data_dir)
     data = load_dataset(data_path)
     last = out / rundir.CHECKPOINTS / "last.ckpt"
     module, datamodule = _modules(config, data_path, data, refit=True)
@@ -443,7 +458,7 @@ def refit(
         data_path,
         config.max_len,
         name=f"{config.name}-refit",
-        selected_on=f"refit: {epochs} epochs on train + valid (epoch chosen in {run_dir})",
+        selected_on=f"refit: {epochs} epochs on train + valid (epoch chosen in {selected_in})",
         best_checkpoint=str(last.resolve()),
         best_epoch=epochs - 1,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.bench_accuracy import summary_row, update_summary
 from recsys.training.config import load_config
 
@@ -55,3 +57,40 @@ def test_run_directories_are_keyed_by_the_whole_config() -> None:
     raw = config.to_dict()
     raw["training"]["seed"] = 7
     assert config_key(config_from_dict(raw)) != config_key(config)
+
+
+def test_refit_from_a_result_file_adds_the_refit_to_it_and_its_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+    from dataset_helpers import make_dataset
+
+    from benchmarks import bench_accuracy
+
+    data = make_dataset(tmp_path / "data", num_users=40, num_items=20)
+    monkeypatch.setattr(bench_accuracy, "prepared", lambda dataset, cache: data)
+    monkeypatch.setattr(bench_accuracy, "RESULTS", tmp_path / "results")
+    raw = load_config(REPO / "configs/beauty-sasrec-dot-cpu.yaml").to_dict()
+    enc = raw["model"]["encoder"]
+    enc.update(max_len=8, dim=16, num_blocks=1, num_heads=1)
+    raw["training"].update(batch_size=16, negatives={"kind": "shared", "num": 8})
+    raw["training"]["num_workers"] = 0
+    cfg = tmp_path / "tiny-dot.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    result_path = tmp_path / "results" / "beauty-tiny-dot.json"
+    result_path.parent.mkdir()
+    result = {**_result(str(cfg), 0.05), "dataset": "beauty", "selected_epoch": 1}
+    result_path.write_text(json.dumps(result))
+    argv = ["--dataset", "beauty", "--config", str(cfg), "--refit-from", str(result_path)]
+    argv += ["--runs", str(tmp_path / "runs")]
+    assert bench_accuracy.main(argv) == 0
+    written = json.loads(result_path.read_text())
+    refit = written.pop("refit")
+    assert written == result  # the selection's record is kept as it was
+    assert refit["epochs"] == 2 and refit["selected_in"] == str(result_path)
+    assert set(refit["test"]) >= {"hr@10", "ndcg@10", "mrr"} and "commit" in refit["provenance"]
+    row = json.loads((tmp_path / "results" / "accuracy-beauty.json").read_text())["rows"][0]
+    assert row["refit"] == refit and row["test"] == result["test"]
+    # A result for another config is refused, naming both.
+    with pytest.raises(SystemExit, match=r"expected .*other\.yaml on beauty"):
+        bench_accuracy.main([*argv[:3], str(tmp_path / "other.yaml"), *argv[4:]])

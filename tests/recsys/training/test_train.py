@@ -309,3 +309,17 @@ def test_dot_warmup_epochs_train_the_dot_product_then_mol(tmp_path: Path) -> Non
     train(config, data_dir, run, resume=run, progress_bar=False)
     second = _last_ckpt(run)["state_dict"]
     assert all(second[f"model.{name}"].abs().sum() > 0 for name in maps)
+
+
+def test_refit_for_a_given_epoch_count_needs_no_selected_run(tmp_path: Path) -> None:
+    data_dir = make_dataset(tmp_path / "data", num_users=64, num_items=30)
+    run = tmp_path / "elsewhere"  # no selection run here: the count was chosen in a result file
+    config = tiny_config("sasrec", "dot", epochs=5)
+    metrics = refit(config, run, data_dir, progress_bar=False, epochs=2, selected_in="r.json")
+    assert metrics["epochs"] == 2 and _last_ckpt(run / "refit")["epoch"] == 1
+    _, info = rundir.load_model(run / "refit")
+    assert info.extra["selected_on"] == "refit: 2 epochs on train + valid (epoch chosen in r.json)"
+    with pytest.raises(UserError, match="needs data_dir"):
+        refit(config, tmp_path / "other", progress_bar=False, epochs=2)
+    with pytest.raises(UserError, match="epochs must be >= 1, got 0"):
+        refit(config, tmp_path / "other", data_dir, progress_bar=False, epochs=0)
