@@ -208,6 +208,8 @@ def accuracy_section(path: Path, summary: dict) -> list[str]:
         if isinstance(refit, dict):
             n = refit.get("epochs", DASH)
             timed = {**row, "wall_time_s": refit.get("wall_time_s")}
+            if isinstance(refit.get("provenance"), dict):  # refit run apart (--refit-from)
+                timed["commit"] = refit["provenance"].get("commit")
             rows.append(
                 _accuracy_row(f"{name} (refit)", timed, refit.get("test", {}), {}, f"{n}/{n}")
             )

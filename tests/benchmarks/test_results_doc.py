@@ -48,7 +48,10 @@ def _results(tmp_path: Path) -> Path:
     refit = {"epochs": 7, "test": {"hr@10": 0.07, "ndcg@10": 0.04}, "wall_time_s": 30.0}
     summary = {
         "dataset": "beauty",
-        "rows": [_row("beauty-dot", "dot", 0.05), _row("beauty-mol", "mol", 0.06, refit=refit)],
+        "rows": [
+            _row("beauty-dot", "dot", 0.05, refit={**refit, "provenance": {"commit": "abcdef012"}}),
+            _row("beauty-mol", "mol", 0.06, refit=refit),
+        ],
     }
     (results / "accuracy-beauty.json").write_text(json.dumps(summary))
     provenance = {
@@ -105,6 +108,10 @@ def test_render_tables_links_and_refit_row(tmp_path: Path) -> None:
         "| beauty-dot | sasrec | dot | 0.0500 | 0.0314 | 0.2500 | 0.5000 | 0.0200 | – | 0.0123 "
         "| 7/9 | 1.5 | 0123456-dirty |"
     ) in lines
+    # A refit run apart from its selection (--refit-from) shows its own commit.
+    dot = lines.index(next(line for line in lines if line.startswith("| beauty-dot |")))
+    assert lines[dot + 1].startswith("| beauty-dot (refit) |")
+    assert lines[dot + 1].endswith("| 7/7 | 0.5 | abcdef0 |")
     mol = lines.index(next(line for line in lines if line.startswith("| beauty-mol |")))
     assert lines[mol + 1] == (
         "| beauty-mol (refit) | sasrec | mol | 0.0700 | 0.0400 | – | – | – | – | – "
