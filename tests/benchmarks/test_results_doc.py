@@ -181,12 +181,14 @@ def test_readme_table_takes_its_figures_from_the_files(tmp_path: Path) -> None:
     rows = (
         ("Beauty", "MoL", "accuracy-beauty.json", "beauty-mol", "test"),
         ("Beauty", "popularity", "accuracy-beauty.json", "beauty-mol", "popularity"),
+        ("Beauty", "MoL refit", "accuracy-beauty.json", "beauty-mol", "refit.test"),
     )
     table = readme_table(results, rows)
     link = "[accuracy-beauty.json](benchmarks/results/accuracy-beauty.json)"
     assert table[2] == "| Beauty | MoL | 0.0600 | 0.0314 | 0.2500 | 0.0200 |"
     assert table[3] == "| Beauty | popularity | 0.0123 | – | – | – |"
-    assert table[4:] == ["", f"From {link}."]  # each file linked once
+    assert table[4] == "| Beauty | MoL refit | 0.0700 | 0.0400 | – | – |"
+    assert table[5:] == ["", f"From {link}."]  # each file linked once
     with pytest.raises(ValueError, match="no row named 'nope'"):
         readme_table(results, (("B", "x", "accuracy-beauty.json", "nope", "test"),))
     text = f"a\n{README_START}\nx\n{README_END}\nb\n"
