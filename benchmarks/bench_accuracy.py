@@ -167,7 +167,12 @@ def refit_from(dataset: str, config_path: Path, result_path: Path, args) -> Path
     if data_dir is None:
         print(f"skip {dataset}: {shared_data_dir() / DATASETS[dataset]} is absent")
         return None
-    result = json.loads(result_path.read_text())
+    try:
+        result = json.loads(result_path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--refit-from {result_path}: not a readable result file ({e})") from e
+    if not isinstance(result, dict):
+        raise SystemExit(f"--refit-from {result_path}: not a result of this benchmark")
     if result.get("dataset") != dataset or Path(result.get("config", "")) != config_path:
         raise SystemExit(
             f"{result_path}: holds {result.get('config')} on {result.get('dataset')}, "

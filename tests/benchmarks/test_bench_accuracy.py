@@ -94,3 +94,6 @@ def test_refit_from_a_result_file_adds_the_refit_to_it_and_its_row(
     # A result for another config is refused, naming both.
     with pytest.raises(SystemExit, match=r"expected .*other\.yaml on beauty"):
         bench_accuracy.main([*argv[:3], str(tmp_path / "other.yaml"), *argv[4:]])
+    # So is a missing or unreadable result file.
+    with pytest.raises(SystemExit, match=r"--refit-from .*nope\.json: not a readable result"):
+        bench_accuracy.main([*argv[:5], str(tmp_path / "nope.json"), *argv[6:]])
