@@ -47,6 +47,13 @@ README_ROWS = (
     ),
     (
         "ML-1M",
+        "same, refit on train + valid (33 epochs)",
+        "accuracy-ml-1m.json",
+        "ml-1m-hstu-mol-cpu",
+        "refit.test",
+    ),
+    (
+        "ML-1M",
         "HSTU (8 blocks) + dot, same recipe, full softmax",
         "accuracy-ml-1m.json",
         "ml-1m-hstu-dot-cpu",
