@@ -125,6 +125,19 @@ def update_summary(path: Path, dataset: str, row: dict) -> dict:
     return summary
 
 
+def data_or_skip(dataset: str, args: argparse.Namespace) -> Path | None:
+    """The prepared data of `dataset`, or None after saying why the run is skipped."""
+    data_dir = prepared(dataset, Path(args.data_cache))
+    if data_dir is None:
+        print(f"skip {dataset}: {shared_data_dir() / DATASETS[dataset]} is absent")
+    return data_dir
+
+
+def bench_run_dir(dataset: str, config_path: Path, config, args: argparse.Namespace) -> Path:
+    """Where a (dataset, config) trains: one directory per whole configuration."""
+    return Path(args.runs) / f"{dataset}-{config_path.stem}-{config_key(config)}"
+
+
 def config_key(config) -> str:
     """Ten hex digits of the run config's hash: the benchmark's run directory (and so the
     checkpoint a rerun resumes) belongs to one configuration, seed included."""
@@ -133,19 +146,21 @@ def config_key(config) -> str:
 
 
 def run_refit(
-    config, run_dir: Path, data_dir: Path, progress: bool, selection: dict | None = None
+    config,
+    run_dir: Path,
+    data_dir: Path,
+    progress: bool,
+    epochs: int | None = None,
+    selected_in: str | None = None,
 ) -> dict:
     """The refit record of a result: `recsys.training.run.refit` into RUN_DIR/refit, for the
-    epochs selected in RUN_DIR, or in `selection` (a result file's path and contents)."""
+    epochs selected in RUN_DIR, or for `epochs` chosen in the result file `selected_in`."""
     from recsys.training.run import refit
 
     refit_ckpt = run_dir / "refit" / "checkpoints" / "last.ckpt"
     refit_earlier_s = elapsed_in_checkpoint(refit_ckpt) if refit_ckpt.is_file() else 0.0
-    given = {}
-    if selection is not None:
-        given = {"epochs": selection["selected_epoch"] + 1, "selected_in": selection["path"]}
     start = time.perf_counter()
-    refitted = refit(config, run_dir, data_dir=data_dir, progress_bar=progress, **given)
+    refitted = refit(config, run_dir, data_dir, progress, epochs=epochs, selected_in=selected_in)
     record = {
         "epochs": refitted["epochs"],
         "test": refitted["test"],
@@ -153,8 +168,8 @@ def run_refit(
         # before the refit recorded its clock), plus this session's fit and evaluation
         "wall_time_s": round(time.perf_counter() - start + refit_earlier_s, 1),
     }
-    if selection is not None:  # run apart from its selection: its own provenance
-        record["selected_in"] = selection["path"]
+    if selected_in is not None:  # run apart from its selection: its own provenance
+        record["selected_in"] = selected_in
         record["provenance"] = provenance()
     return record
 
@@ -163,9 +178,8 @@ def refit_from(dataset: str, config_path: Path, result_path: Path, args) -> Path
     """`--refit-from`: the refit of the selection recorded in `result_path`, added to it."""
     from recsys.training.config import load_config
 
-    data_dir = prepared(dataset, Path(args.data_cache))
+    data_dir = data_or_skip(dataset, args)
     if data_dir is None:
-        print(f"skip {dataset}: {shared_data_dir() / DATASETS[dataset]} is absent")
         return None
     try:
         result = json.loads(result_path.read_text())
@@ -181,9 +195,11 @@ def refit_from(dataset: str, config_path: Path, result_path: Path, args) -> Path
     if result.get("selected_epoch") is None:
         raise SystemExit(f"{result_path}: no selected_epoch to refit for")
     config = load_config(config_path)
-    run_dir = Path(args.runs) / f"{dataset}-{config_path.stem}-{config_key(config)}"
-    selection = {"path": str(result_path), "selected_epoch": int(result["selected_epoch"])}
-    result["refit"] = run_refit(config, run_dir, data_dir, args.progress, selection)
+    run_dir = bench_run_dir(dataset, config_path, config, args)
+    epochs = int(result["selected_epoch"]) + 1
+    result["refit"] = run_refit(
+        config, run_dir, data_dir, args.progress, epochs, selected_in=str(result_path)
+    )
     atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
     update_summary(RESULTS / f"accuracy-{dataset}.json", dataset, summary_row(result, config))
     test = result["refit"]["test"]
@@ -198,12 +214,11 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
     from recsys.training.config import load_config
     from recsys.training.run import train
 
-    data_dir = prepared(dataset, Path(args.data_cache))
+    data_dir = data_or_skip(dataset, args)
     if data_dir is None:
-        print(f"skip {dataset}: {shared_data_dir() / DATASETS[dataset]} is absent")
         return None
     config = load_config(config_path)
-    run_dir = Path(args.runs) / f"{dataset}-{config_path.stem}-{config_key(config)}"
+    run_dir = bench_run_dir(dataset, config_path, config, args)
     resume = run_dir if (run_dir / "checkpoints" / "last.ckpt").is_file() else None
     out = RESULTS / f"{dataset}-{config_path.stem}.json"
     earlier_s = elapsed_in_checkpoint(run_dir / "checkpoints" / "last.ckpt") if resume else 0.0
