@@ -18,7 +18,11 @@ Negatives (`NegativesConfig.kind`):
 - "full": every catalog item 1..N is a negative of every position (`num` is ignored): the
   loss is the exact softmax cross-entropy over the catalog, as RecBole's SASRec trains. One
   dense (rows, N) pass, like "shared" with R = N: cheap for a dot product over a catalog of
-  a few thousand items, N/R times the shared cost for MoL.
+  a few thousand items, N/R times the shared cost for MoL. With `rows` = K, the exact
+  softmax is taken on K supervised positions per step, drawn uniformly without replacement
+  (all of them when fewer): an unbiased estimate of the full-catalog loss at K * N scored
+  pairs, so that MoL sees every near-miss of a few positions instead of R uniform, mostly
+  easy, negatives of every position (about the shared cost when K * N ~ rows * R).
 A negative equal to the row's positive is masked out in every case (for "full": the
 positive is counted once).
 
@@ -160,6 +164,7 @@ class NegativesConfig:
     in_batch_fraction: float = 0.5
     hard: int = 0
     hard_weight: float = 1.0
+    rows: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in NEGATIVE_KINDS:
@@ -183,6 +188,15 @@ class NegativesConfig:
             raise ValueError(f"NegativesConfig.hard must be an integer >= 0, got {self.hard!r}")
         if not self.hard_weight > 0:
             raise ValueError(f"NegativesConfig.hard_weight must be > 0, got {self.hard_weight!r}")
+        if self.rows is not None:
+            if isinstance(self.rows, bool) or not isinstance(self.rows, int) or self.rows < 1:
+                raise ValueError(
+                    f"NegativesConfig.rows must be an integer >= 1 or null, got {self.rows!r}"
+                )
+            if self.kind != "full":
+                raise ValueError(
+                    f"NegativesConfig.rows applies to kind 'full' only, got kind {self.kind!r}"
+                )
         if self.kind == "full" and self.hard:
             raise ValueError(
                 "NegativesConfig.hard does not apply to kind 'full' (every item is a negative)"
@@ -398,7 +412,11 @@ class SeqRecModel(nn.Module):
         )
         if negatives.kind == "full":
             catalog = sim.item_parts(self.item_emb.weight).slice(1, self.num_items + 1)
-            main = sim.full_softmax(qp, pos[:, 0], catalog, targets - 1)
+            full_q, full_pos, full_targets = qp, pos[:, 0], targets
+            if negatives.rows is not None and negatives.rows < n:
+                pick = torch.randperm(n, device=targets.device)[: negatives.rows]
+                full_q, full_pos, full_targets = qp.index_select(pick), pos[pick, 0], targets[pick]
+            main = sim.full_softmax(full_q, full_pos, catalog, full_targets - 1)
         else:
             neg_ids, idx, valid, offset = self._negatives(targets, negatives)
             main = sim.sampled_softmax(

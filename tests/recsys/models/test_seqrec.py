@@ -199,6 +199,41 @@ def test_full_negatives_are_cross_entropy_over_the_catalog(similarity, first_tar
     assert logs["num_positions"].item() == len(losses)
 
 
+@pytest.mark.parametrize("similarity", [DotConfig(), MOL_CFG])
+@pytest.mark.parametrize("k", [1, 4, 100])
+def test_full_negatives_on_a_row_sample_average_the_drawn_positions(similarity, k):
+    """kind "full" with rows=K: the per-position cross-entropy over the catalog, averaged
+    over K positions drawn without replacement (every position when K >= their count)."""
+    m = model(HSTU_CFG, similarity).double().eval()
+    ids, ts, users = batch()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        loss, logs = m.training_loss(ids, ts, users, NegativesConfig("full", rows=k))
+        out = m.encode(ids, ts)
+        supervised = ids[:, 1:] != 0
+        rows, targets = out[:, :-1][supervised], ids[:, 1:][supervised]
+        row_users = users[torch.arange(3).unsqueeze(1).expand_as(supervised)[supervised]]
+        n = targets.shape[0]
+        torch.manual_seed(7)
+        pick = torch.randperm(n)[:k] if k < n else torch.arange(n)
+        losses = [
+            F.cross_entropy(
+                m.similarity(rows[i : i + 1], m.item_emb.weight[1:], row_users[i : i + 1])[0],
+                targets[i : i + 1] - 1,
+            )
+            for i in pick.tolist()
+        ]
+    torch.testing.assert_close(loss, torch.stack(losses).mean())
+    assert logs["num_positions"].item() == n
+
+
+def test_full_negatives_rows_is_checked():
+    with pytest.raises(ValueError, match=r"NegativesConfig\.rows must be an integer >= 1"):
+        NegativesConfig("full", rows=0)
+    with pytest.raises(ValueError, match="applies to kind 'full' only"):
+        NegativesConfig("shared", rows=4)
+
+
 @pytest.mark.parametrize(("kind", "fraction"), [("in_batch", 0.5), ("mixed", 0.25), ("mixed", 0.5)])
 def test_logq_offsets_are_minus_log_expected_draws(kind, fraction):
     """The offset of negative j is -log(R_b c_j / n + R_u / N): R_b draws from the n batch
