@@ -11,6 +11,10 @@ Negatives (`NegativesConfig.kind`):
 - "shared": one set of R uniform negatives (with replacement, ids 1..N) for every position
   of the batch: one dense (rows, R) scoring pass, the cheap default.
 - "per_position": R uniform negatives per position (item parts of the distinct ones only).
+- "per_sequence": R uniform negatives per sequence of the batch, shared by its positions:
+  each sequence is one dense (its rows, R) pass like "shared", while the batch as a whole
+  draws B * R negatives, so the item side sees about as many distinct negatives per step
+  as with "per_position" at close to the "shared" cost.
 - "in_batch": R targets drawn uniformly from the batch's supervised positions, shared by
   every position, so negatives follow the data's item popularity.
 - "mixed": R shared negatives, a fraction `in_batch_fraction` of them in-batch targets and
@@ -82,7 +86,7 @@ from recsys.similarity.parts import ItemParts, QueryParts
 LN_EPS = 1e-6
 ENCODER_TYPES: dict[str, type] = {"hstu": HSTUConfig, "sasrec": SASRecConfig}
 SIMILARITY_TYPES: dict[str, type] = {"dot": DotConfig, "mol": MoLConfig}
-NEGATIVE_KINDS = ("shared", "per_position", "in_batch", "mixed", "full")
+NEGATIVE_KINDS = ("shared", "per_position", "per_sequence", "in_batch", "mixed", "full")
 
 
 EncoderConfig = Annotated[HSTUConfig | SASRecConfig, Tagged(ENCODER_TYPES)]
@@ -158,7 +162,7 @@ class NegativesConfig:
     """How the sampled softmax draws its R = `num` negatives (see the module docstring;
     "full" uses the whole catalog and ignores `num`)."""
 
-    kind: Literal["shared", "per_position", "in_batch", "mixed", "full"] = "shared"
+    kind: Literal["shared", "per_position", "per_sequence", "in_batch", "mixed", "full"] = "shared"
     num: int = 128
     correction: bool = False
     in_batch_fraction: float = 0.5
@@ -346,6 +350,42 @@ class SeqRecModel(nn.Module):
         top, ids = scores.topk(min(k, self.num_items), dim=1)
         return ids, top > float("-inf")
 
+    def _per_sequence_softmax(
+        self,
+        sim: DotSimilarity | MoLSimilarity,
+        qp: QueryParts,
+        pos: Tensor,
+        targets: Tensor,
+        row_of: Tensor,
+        batch: int,
+        negatives: NegativesConfig,
+    ) -> Tensor:
+        """Mean sampled softmax of the n rows (ordered by batch row, `row_of` (n,)) when
+        each batch row draws its own R uniform negatives, shared by its positions."""
+        r, device = negatives.num, targets.device
+        ids = torch.randint(1, self.num_items + 1, (batch, r), device=device)
+        parts = sim.item_parts(self.item_emb(ids.view(-1)))
+        offset = None
+        if negatives.correction:
+            offset = torch.full((1,), math.log(self.num_items / r), device=device)
+        total, start = pos.new_zeros(()), 0
+        for b, count in enumerate(torch.bincount(row_of, minlength=batch).tolist()):
+            if count == 0:
+                continue
+            stop = start + count
+            valid = ids[b].unsqueeze(0) != targets[start:stop].unsqueeze(1)
+            loss = sim.sampled_softmax(
+                qp.slice(start, stop),
+                pos[start:stop],
+                parts.slice(b * r, (b + 1) * r),
+                None,
+                valid,
+                offset=offset,
+            )
+            total = total + loss * count
+            start = stop
+        return total / targets.shape[0]
+
     def _dot_full_softmax(self, rows: Tensor, targets: Tensor) -> Tensor:
         """Softmax cross-entropy of the dot product of rows (n, D) over the catalog."""
         dot = self.dot_view
@@ -417,6 +457,10 @@ class SeqRecModel(nn.Module):
                 pick = torch.randperm(n, device=targets.device)[: negatives.rows]
                 full_q, full_pos, full_targets = qp.index_select(pick), pos[pick, 0], targets[pick]
             main = sim.full_softmax(full_q, full_pos, catalog, full_targets - 1)
+        elif negatives.kind == "per_sequence":
+            main = self._per_sequence_softmax(
+                sim, qp, pos[:, 0], targets, row_of, item_ids.shape[0], negatives
+            )
         else:
             neg_ids, idx, valid, offset = self._negatives(targets, negatives)
             main = sim.sampled_softmax(

@@ -79,7 +79,11 @@ def test_model_spec_is_the_config_without_the_catalog():
 
 @pytest.mark.parametrize(
     ("encoder", "similarity", "kind"),
-    [(HSTU_CFG, MOL_CFG, "shared"), (SASREC_CFG, DotConfig(), "per_position")],
+    [
+        (HSTU_CFG, MOL_CFG, "shared"),
+        (HSTU_CFG, MOL_CFG, "per_sequence"),
+        (SASREC_CFG, DotConfig(), "per_position"),
+    ],
 )
 def test_gradients_reach_every_parameter(encoder, similarity, kind):
     m = model(encoder, similarity).train()
@@ -136,16 +140,19 @@ def reference_loss(m: SeqRecModel, ids, ts, users, negatives: NegativesConfig):
     """Eval-mode loss one supervised position at a time (the same negatives drawn); with
     `correction`, uniform draws add log(N / R) to every negative logit."""
     out = m.encode(ids, ts)
-    rows, targets, row_users = [], [], []
+    rows, targets, row_users, row_of = [], [], [], []
     for b in range(ids.shape[0]):
         for t in range(ids.shape[1] - 1):
             if ids[b, t + 1] != 0:
                 rows.append(out[b, t])
                 targets.append(int(ids[b, t + 1]))
                 row_users.append(int(users[b]))
+                row_of.append(b)
     n, r = len(rows), negatives.num
     if negatives.kind == "shared":
         negs = torch.randint(1, N + 1, (r,)).expand(n, r)
+    elif negatives.kind == "per_sequence":
+        negs = torch.randint(1, N + 1, (ids.shape[0], r))[torch.tensor(row_of)]
     else:
         negs = torch.randint(1, N + 1, (n, r))
         torch.unique(negs, return_inverse=True)  # no RNG use; mirrors the model's calls
@@ -161,7 +168,7 @@ def reference_loss(m: SeqRecModel, ids, ts, users, negatives: NegativesConfig):
 
 
 @pytest.mark.parametrize("similarity", [DotConfig(), MOL_CFG])
-@pytest.mark.parametrize("kind", ["shared", "per_position"])
+@pytest.mark.parametrize("kind", ["shared", "per_position", "per_sequence"])
 @pytest.mark.parametrize("correction", [False, True])
 def test_training_loss_matches_per_position_reference(similarity, kind, correction):
     m = model(HSTU_CFG, similarity).double().eval()
