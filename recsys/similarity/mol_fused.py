@@ -81,19 +81,20 @@ def _swap_middle(x: Tensor, lead: int, a: int, b: int) -> Tensor:
     return moved.view(x.dtype).view(lead, b, a, run)
 
 
-def _logits(fs: Tensor, g: Tensor, idx: Tensor | None) -> Tensor:
-    """fs (c, P_Q, d) already / tau; g (R, P_X, d) shared or (U, P_X, d) with idx (c, R).
+def _logits(fs: Tensor, g: Tensor, g_rows: Tensor | None) -> Tensor:
+    """fs (c, P_Q, d) already / tau; g (R, P_X, d) shared, or g_rows (c, R*P_X, d) each
+    row's own negatives (then g is not read).
 
     Returns s (c*R, P) in the compute dtype, P index i * P_X + j.
     """
     c, p_q, d = fs.shape
     p_x = g.shape[1]
-    if idx is None:
+    if g_rows is None:
         r = g.shape[0]
         s = fs.reshape(c * p_q, d) @ g.reshape(r * p_x, d).T  # (c*P_Q, R*P_X)
     else:
-        r = idx.shape[1]
-        s = torch.bmm(fs, g[idx].reshape(c, r * p_x, d).transpose(1, 2))  # (c, P_Q, R*P_X)
+        r = g_rows.shape[1] // p_x
+        s = torch.bmm(fs, g_rows.transpose(1, 2))  # (c, P_Q, R*P_X)
     return _swap_middle(s, c, p_q, r).view(c * r, p_q * p_x)
 
 
@@ -111,6 +112,7 @@ def negatives_chunk(
     need_grads: bool,
     keep: Tensor | None = None,
     offset: Tensor | None = None,
+    into: tuple[Tensor, Tensor] | None = None,
 ) -> ChunkGrads:
     """Summed sampled-softmax loss of c rows against their negatives, and its gradients.
 
@@ -120,14 +122,19 @@ def negatives_chunk(
     valid (c, R) bool; keep (c*R, P) optional fixed gate-dropout mask, 1 = keep (tests);
     offset (R,) or (c, R) fp32 added to the negatives' logits (the sampling correction,
     see `recsys.losses.sampled_softmax_rows`); it shifts the softmax, not the scores, so
-    the gradients through phi are unchanged in form.
+    the gradients through phi are unchanged in form. into (with idx): fp32 (U, P_X, d) and
+    (U, P) tensors the chunk's g and a_x gradients are added to in place (and returned),
+    so a loop over chunks scatters into one buffer instead of allocating and summing a
+    catalog-sized pair per chunk.
     Gradients are w.r.t. fs (the caller multiplies by 1 / tau), g, a_q, a_x, gate, pos.
     """
     c = fs.shape[0]
     r = g.shape[0] if idx is None else idx.shape[1]
     cd = fs.dtype
     acc = torch.promote_types(cd, torch.float32)  # the gate maths run in fp32 (or fp64)
-    s = _logits(fs, g, idx)  # (c*R, P) compute dtype
+    # per-row negatives: gathered once, for the logits and again for d fs
+    g_rows = None if idx is None else g[idx].reshape(c, r * g.shape[1], g.shape[2])
+    s = _logits(fs, g, g_rows)  # (c*R, P) compute dtype
     hidden_pre = torch.addmm(gate.b1, s, gate.w1.T)  # (c*R, H)
     hidden = F.silu(hidden_pre)
     ax = a_x if idx is None else a_x[idx]  # (R, P) or (c, R, P)
@@ -160,7 +167,7 @@ def negatives_chunk(
     if idx is None:
         d_ax = (d_z * a_q.unsqueeze(1)).sum(dim=0)
     else:
-        d_ax = torch.zeros_like(a_x).index_add_(
+        d_ax = (torch.zeros_like(a_x) if into is None else into[1]).index_add_(
             0, idx.reshape(-1), (d_z * a_q.unsqueeze(1)).reshape(c * r, -1)
         )
     d_z2 = d_z.view(c * r, -1)
@@ -174,18 +181,18 @@ def negatives_chunk(
     p_q, d = fs.shape[1], fs.shape[2]
     p_x = g.shape[1]
     d_s4 = _swap_middle(d_s2, c, r, p_q)  # (c, P_Q, R, P_X)
-    if idx is None:
+    if g_rows is None:
         d_s_mat = d_s4.view(c * p_q, r * p_x)
         d_fs = d_s_mat @ g.reshape(r * p_x, d)  # (c*P_Q, d)
         d_g = (d_s_mat.T @ fs.reshape(c * p_q, d)).view(r, p_x, d)
     else:
-        g_rows = g[idx].reshape(c, r * p_x, d)
+        assert idx is not None
         d_s_b = d_s4.reshape(c, p_q, r * p_x)
         d_fs = torch.bmm(d_s_b, g_rows)  # (c, P_Q, d)
         d_g_rows = torch.bmm(d_s_b.transpose(1, 2), fs)  # (c, R*P_X, d)
-        d_g = torch.zeros(g.shape, dtype=acc, device=g.device).index_add_(
-            0, idx.reshape(-1), d_g_rows.reshape(c * r, p_x, d).to(acc)
-        )
+        d_g = (
+            torch.zeros(g.shape, dtype=acc, device=g.device) if into is None else into[0]
+        ).index_add_(0, idx.reshape(-1), d_g_rows.reshape(c * r, p_x, d).to(acc))
     return ChunkGrads(
         loss_sum=loss_sum.detach(),
         pos=d_pos,
@@ -274,6 +281,10 @@ def _run_chunks(
         offset = offset.to(acc)
     rows: list[list[Tensor]] = [[], [], []]  # pos, f, a_q
     shared: list[Tensor | None] = [None] * 6  # g, a_x, w1, b1, w2, b2
+    into = None
+    if idx is not None and need:  # per-row negatives: every chunk scatters into these
+        into = (torch.zeros(g.shape, dtype=acc, device=g.device), a_x32.new_zeros(a_x.shape))
+        shared[0], shared[1] = into
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
         out = negatives_chunk(
@@ -289,6 +300,7 @@ def _run_chunks(
             training,
             need,
             offset=offset[start:stop] if per_row_offset else offset,
+            into=into,
         )
         total = total + out.loss_sum
         if not need:
@@ -300,6 +312,8 @@ def _run_chunks(
         rows[2].append(out.a_q)
         parts = (out.g, out.a_x, out.gate.w1, out.gate.b1, out.gate.w2, out.gate.b2)
         for k, part in enumerate(parts):
+            if into is not None and k < 2:
+                continue  # already added into shared[k]
             prev = shared[k]
             shared[k] = part if prev is None else prev + part
     if not need:
