@@ -40,21 +40,21 @@ README_METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
 README_ROWS = (
     (
         "ML-1M",
-        "HSTU (8 blocks) + MoL 8x4x64, aux dot loss, 36 epochs",
+        "HSTU (8 blocks) + MoL 8x4x64, per-position negatives, aux dot loss, 18 epochs",
         "accuracy-ml-1m.json",
-        "ml-1m-hstu-mol-cpu",
+        "ml-1m-hstu-mol-pp-cpu",
         "test",
     ),
     (
         "ML-1M",
-        "same, refit on train + valid (33 epochs)",
+        "same, shared negatives, 36 epochs, refit (33)",
         "accuracy-ml-1m.json",
         "ml-1m-hstu-mol-cpu",
         "refit.test",
     ),
     (
         "ML-1M",
-        "HSTU (8 blocks) + dot, same recipe, full softmax",
+        "HSTU (8 blocks) + dot, full softmax alone, 36 epochs",
         "accuracy-ml-1m.json",
         "ml-1m-hstu-dot-cpu",
         "test",
