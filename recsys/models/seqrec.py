@@ -310,9 +310,7 @@ class SeqRecModel(nn.Module):
         if negatives.kind == "per_position":
             ids = torch.randint(1, num_items + 1, (n, r), device=device)
             distinct, idx = torch.unique(ids, return_inverse=True)
-            offset = None
-            if negatives.correction:
-                offset = torch.full((1,), math.log(num_items / r), device=device)
+            offset = self._uniform_offset(negatives, device)
             return distinct, idx.view(n, r), ids != targets.unsqueeze(1), offset
         r_batch = {"in_batch": r, "mixed": round(r * negatives.in_batch_fraction)}.get(
             negatives.kind, 0
@@ -350,6 +348,12 @@ class SeqRecModel(nn.Module):
         top, ids = scores.topk(min(k, self.num_items), dim=1)
         return ids, top > float("-inf")
 
+    def _uniform_offset(self, negatives: NegativesConfig, device) -> Tensor | None:
+        """The log-Q correction log(N / R) of R uniform draws per row, when asked for."""
+        if not negatives.correction:
+            return None
+        return torch.full((1,), math.log(self.num_items / negatives.num), device=device)
+
     def _per_sequence_softmax(
         self,
         sim: DotSimilarity | MoLSimilarity,
@@ -365,9 +369,7 @@ class SeqRecModel(nn.Module):
         r, device = negatives.num, targets.device
         ids = torch.randint(1, self.num_items + 1, (batch, r), device=device)
         parts = sim.item_parts(self.item_emb(ids.view(-1)))
-        offset = None
-        if negatives.correction:
-            offset = torch.full((1,), math.log(self.num_items / r), device=device)
+        offset = self._uniform_offset(negatives, device)
         total, start = pos.new_zeros(()), 0
         for b, count in enumerate(torch.bincount(row_of, minlength=batch).tolist()):
             if count == 0:
