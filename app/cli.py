@@ -88,10 +88,19 @@ def quiet_third_party() -> None:
             logger.addFilter(_DropNoise())
 
 
+# Commands that train: they run with glibc's huge-page heap (recsys.malloc), which takes a
+# re-exec of the console script. Not done for in-process calls (`main(argv)`, the tests).
+_HUGEPAGE_COMMANDS = {("train", None), ("bench", "accuracy")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and (args.command, getattr(args, "name", None)) in _HUGEPAGE_COMMANDS:
+        from recsys.malloc import reexec_with_hugepages
+
+        reexec_with_hugepages()
     if args.func is not _run_bench:  # each benchmark chooses its own malloc settings
         from recsys.malloc import tune_malloc
 

@@ -12,17 +12,33 @@ serving replicas, the batch job's actors and the `recsys` commands call it at st
 under `recsys bench` each benchmark decides (bench_retrieval tunes, bench_recommend
 measures both).
 It changes only glibc's allocator, on Linux; elsewhere it does nothing.
+
+Training allocates and frees far larger tensors every step (the encoder's attention maps,
+the MoL query MLP's activations, the chunks of the sampled softmax), and on a 4 KiB-page
+heap the kernel time of faulting them in, and the TLB misses of reading them, are a sizeable
+share of a CPU step. glibc (2.35+) can back its heap and its mmap'd blocks with transparent
+huge pages (the `glibc.malloc.hugetlb=1` tunable), but it reads tunables only when a
+process starts, so `reexec_with_hugepages()` re-executes the current command once with
+the tunable in its environment. `recsys train` and `recsys bench accuracy` do so
+(benchmarks/results/train-step-cpu.json, "malloc" against its "before"). Set
+RECSYS_NO_HUGEPAGES=1 to opt out.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
+import platform
 import sys
+from collections.abc import Mapping
 
 # mallopt parameters (glibc malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 1024**2
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+OPT_OUT_ENV = "RECSYS_NO_HUGEPAGES"
+_REEXEC_MARKER = "RECSYS_HUGEPAGE_REEXEC"  # set in the re-executed process: never loop
 TRIM_THRESHOLD = 256 * 1024**2
 
 
@@ -40,3 +56,31 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(_M_TRIM_THRESHOLD, trim_threshold)
     )
+
+
+def hugepage_tunables(environ: Mapping[str, str]) -> str | None:
+    """The GLIBC_TUNABLES value that adds glibc's huge-page heap to `environ`'s, or None
+    when there is nothing to add (already set, opted out, re-executed once, or not glibc)."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    if environ.get(OPT_OUT_ENV, "") not in ("", "0") or environ.get(_REEXEC_MARKER):
+        return None
+    current = environ.get("GLIBC_TUNABLES", "")
+    if any(t.startswith("glibc.malloc.hugetlb=") for t in current.split(":")):
+        return None  # the user chose a value; keep it
+    return f"{current}:{HUGEPAGE_TUNABLE}" if current else HUGEPAGE_TUNABLE
+
+
+def reexec_with_hugepages() -> None:
+    """Re-execute this process's command line with glibc's huge-page heap turned on.
+
+    Returns (doing nothing) when `hugepage_tunables` has nothing to add; otherwise does not
+    return. Call it before any work: the process image is replaced.
+    """
+    value = hugepage_tunables(os.environ)
+    if value is None:
+        return
+    env = dict(os.environ, GLIBC_TUNABLES=value, **{_REEXEC_MARKER: "1"})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

@@ -38,6 +38,9 @@ def machine() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
     }
+    info.update(_cpu_features())
+    if os.environ.get("GLIBC_TUNABLES"):  # e.g. the huge-page heap of recsys.malloc
+        info["glibc_tunables"] = os.environ["GLIBC_TUNABLES"]
     try:
         import torch
 
@@ -48,6 +51,24 @@ def machine() -> dict[str, Any]:
     except ImportError:
         pass
     return info
+
+
+def _cpu_features() -> dict[str, Any]:
+    """The CPU's model name and its bf16 matmul units (Linux; empty elsewhere). The bf16
+    peak, and so every FLOP floor, depends on AMX being there, not only AVX-512 BF16."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    model, flags = "", set[str]()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    units = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return {"cpu_model": model, "bf16_units": units} if model or flags else {}
 
 
 def command_line(prefix: str, argv: list[str] | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 
@@ -16,3 +17,40 @@ glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 def test_thresholds_are_applied_and_repeatable():
     assert tune_malloc()
     assert tune_malloc()  # a second call is harmless
+
+
+def test_hugepage_tunable_is_added_once_and_respects_the_user():
+    from recsys.malloc import HUGEPAGE_TUNABLE, OPT_OUT_ENV, hugepage_tunables
+
+    if not glibc:
+        assert hugepage_tunables({}) is None
+        return
+    assert hugepage_tunables({}) == HUGEPAGE_TUNABLE
+    other = "glibc.malloc.arena_max=2"
+    assert hugepage_tunables({"GLIBC_TUNABLES": other}) == f"{other}:{HUGEPAGE_TUNABLE}"
+    assert hugepage_tunables({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # user's
+    assert hugepage_tunables({OPT_OUT_ENV: "1"}) is None
+    assert hugepage_tunables({OPT_OUT_ENV: "0"}) == HUGEPAGE_TUNABLE
+
+
+@pytest.mark.skipif(not glibc, reason="glibc only")
+def test_reexec_runs_the_same_command_once_with_the_tunable():
+    import subprocess
+
+    code = (
+        "import os, sys; from recsys.malloc import reexec_with_hugepages; "
+        "print('start', flush=True); reexec_with_hugepages(); "
+        "print(os.environ['GLIBC_TUNABLES'], sys.argv[1:])"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RECSYS_NO_HUGEPAGES")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code, "x", "--y"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split("\n")
+    assert out[:3] == ["start", "start", "glibc.malloc.hugetlb=1 ['x', '--y']"]
