@@ -20,8 +20,8 @@ share of a CPU step. glibc (2.35+) can back its heap and its mmap'd blocks with 
 huge pages (the `glibc.malloc.hugetlb=1` tunable), but it reads tunables only when a
 process starts, so `reexec_with_hugepages()` re-executes the current command once with
 the tunable in its environment. `recsys train` and `recsys bench accuracy` do so
-(benchmarks/results/train-step-cpu.json, "malloc" against its "before"). Set
-RECSYS_NO_HUGEPAGES=1 to opt out.
+(benchmarks/results/train-step-cpu.json, whose "before" is the same step on glibc's
+default heap). Set RECSYS_NO_HUGEPAGES=1 to opt out.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from collections.abc import Mapping
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 1024**2
+TRIM_THRESHOLD = 256 * 1024**2
 HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT_ENV = "RECSYS_NO_HUGEPAGES"
 _REEXEC_MARKER = "RECSYS_HUGEPAGE_REEXEC"  # set in the re-executed process: never loop
-TRIM_THRESHOLD = 256 * 1024**2
 
 
 def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
