@@ -19,9 +19,9 @@ heap the kernel time of faulting them in, and the TLB misses of reading them, ar
 share of a CPU step. glibc (2.35+) can back its heap and its mmap'd blocks with transparent
 huge pages (the `glibc.malloc.hugetlb=1` tunable), but it reads tunables only when a
 process starts, so `reexec_with_hugepages()` re-executes the current command once with
-the tunable in its environment. `recsys train` and `recsys bench accuracy` do so
-(benchmarks/results/train-step-cpu.json, whose "before" is the same step on glibc's
-default heap). Set RECSYS_NO_HUGEPAGES=1 to opt out.
+the tunable in its environment. `recsys train` and `recsys bench accuracy` do so; set
+RECSYS_NO_HUGEPAGES=1 to opt out (and to time a step on the default heap, run
+`recsys bench train_step` with and without GLIBC_TUNABLES=glibc.malloc.hugetlb=1).
 """
 
 from __future__ import annotations
