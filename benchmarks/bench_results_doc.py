@@ -40,9 +40,9 @@ README_METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
 README_ROWS = (
     (
         "ML-1M",
-        "HSTU (8 blocks) + MoL 8x4x64, per-position negatives, aux dot loss, 18 epochs",
+        "HSTU (8 blocks) + MoL 8x4x64, per-position negatives, aux dot loss, 32 epochs",
         "accuracy-ml-1m.json",
-        "ml-1m-hstu-mol-pp-cpu",
+        "ml-1m-hstu-mol-pp32-cpu",
         "test",
     ),
     (
