@@ -88,8 +88,9 @@ def quiet_third_party() -> None:
             logger.addFilter(_DropNoise())
 
 
-# Commands that train: they run with glibc's huge-page heap (recsys.malloc), which takes a
-# re-exec of the console script. Not done for in-process calls (`main(argv)`, the tests).
+# Commands that train: with RECSYS_HUGEPAGES=1 they run on glibc's huge-page heap
+# (recsys.malloc), which takes a re-exec of the console script. Never for in-process calls
+# (`main(argv)`, the tests).
 _HUGEPAGE_COMMANDS = {("train", None), ("bench", "accuracy")}
 
 

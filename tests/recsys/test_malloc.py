@@ -20,17 +20,19 @@ def test_thresholds_are_applied_and_repeatable():
 
 
 def test_hugepage_tunable_is_added_once_and_respects_the_user():
-    from recsys.malloc import HUGEPAGE_TUNABLE, OPT_OUT_ENV, hugepage_tunables
+    from recsys.malloc import HUGEPAGE_TUNABLE, OPT_IN_ENV, hugepage_tunables
 
     if not glibc:
-        assert hugepage_tunables({}) is None
+        assert hugepage_tunables({OPT_IN_ENV: "1"}) is None
         return
-    assert hugepage_tunables({}) == HUGEPAGE_TUNABLE
+    on = {OPT_IN_ENV: "1"}
+    assert hugepage_tunables(on) == HUGEPAGE_TUNABLE
     other = "glibc.malloc.arena_max=2"
-    assert hugepage_tunables({"GLIBC_TUNABLES": other}) == f"{other}:{HUGEPAGE_TUNABLE}"
-    assert hugepage_tunables({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # user's
-    assert hugepage_tunables({OPT_OUT_ENV: "1"}) is None
-    assert hugepage_tunables({OPT_OUT_ENV: "0"}) == HUGEPAGE_TUNABLE
+    assert hugepage_tunables({**on, "GLIBC_TUNABLES": other}) == f"{other}:{HUGEPAGE_TUNABLE}"
+    user = {**on, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}
+    assert hugepage_tunables(user) is None  # the user's own value is kept
+    assert hugepage_tunables({}) is None  # opt-in
+    assert hugepage_tunables({OPT_IN_ENV: "0"}) is None
 
 
 @pytest.mark.skipif(not glibc, reason="glibc only")
@@ -42,9 +44,8 @@ def test_reexec_runs_the_same_command_once_with_the_tunable():
         "print('start', flush=True); reexec_with_hugepages(); "
         "print(os.environ['GLIBC_TUNABLES'], sys.argv[1:])"
     )
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RECSYS_NO_HUGEPAGES")
-    }
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env["RECSYS_HUGEPAGES"] = "1"
     out = subprocess.run(
         [sys.executable, "-c", code, "x", "--y"],
         env=env,
