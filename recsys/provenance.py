@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from recsys.cpu import cpuinfo
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,17 +58,7 @@ def machine() -> dict[str, Any]:
 def _cpu_features() -> dict[str, Any]:
     """The CPU's model name and its bf16 matmul units (Linux; empty elsewhere). The bf16
     peak, and so every FLOP floor, depends on AMX being there, not only AVX-512 BF16."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    model, flags = "", set[str]()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not model:
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
+    model, flags = cpuinfo()
     units = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     return {"cpu_model": model, "bf16_units": units} if model or flags else {}
 

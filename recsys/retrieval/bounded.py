@@ -56,15 +56,14 @@ block, K top-k.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol, cast
 
 import torch
 from torch import Tensor
 
+from recsys.cpu import cpuinfo
 from recsys.retrieval.brute_force import BruteForce
 from recsys.retrieval.index import (
     MAX_PAIRS,
@@ -318,19 +317,7 @@ def native_bf16(device: torch.device) -> bool:
     that cannot be told (other systems): the bound pass then keeps the index dtype."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
-    return device.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    return device.type == "cpu" and bool(cpuinfo()[1] & {"avx512_bf16", "amx_bf16"})
 
 
 @dataclass(frozen=True)
