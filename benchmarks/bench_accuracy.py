@@ -38,6 +38,7 @@ import torch
 
 from benchmarks.shared_data import prepared_sequences, shared_data_dir
 from recsys.atomic import atomic_write_text
+from recsys.malloc import tune_malloc
 from recsys.provenance import REPO_ROOT, provenance
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -284,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the refit, for the epoch selected in this result file (one --config)",
     )
     args = parser.parse_args(argv)
+    # Training, as `recsys train` runs it: the tuned heap (recsys.malloc), recorded in
+    # each result's provenance.
+    tune_malloc()
     if args.refit_from is not None:
         if len(args.config) != 1:
             parser.error("--refit-from takes exactly one --config")

@@ -19,7 +19,11 @@ machine the CPU time (with --threads 1) is the figure that other processes distu
 and `ratio_cpu` compares it with the peak measured in CPU time (CPU seconds of all threads,
 so with several threads it also charges their idle spinning).
 
-Run: `python benchmarks/bench_train_step.py [--quick] [--threads N] [--before OLD.json]`
+The heap is tuned as `recsys train` tunes it (recsys.malloc); `--malloc default` times
+glibc's default heap instead (the "before" of the tuned heap).
+
+Run: `python benchmarks/bench_train_step.py [--quick] [--threads N] [--before OLD.json]
+[--malloc default]`
 (or `recsys bench train_step ...`).
 """
 
@@ -38,6 +42,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from recsys.atomic import atomic_write_text
+from recsys.malloc import malloc_settings, tune_malloc
 from recsys.models.hstu import HSTUConfig
 from recsys.models.seqrec import ModelConfig, NegativesConfig, SeqRecModel
 from recsys.provenance import provenance
@@ -172,7 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--before", type=Path, default=None, help="an earlier output to keep as 'before'"
     )
+    parser.add_argument(
+        "--malloc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="glibc heap: recsys.malloc.tune_malloc (as `recsys train`), or glibc's default",
+    )
     args = parser.parse_args(argv)
+    if args.malloc == "tuned" and not tune_malloc():
+        print("tune_malloc: not applied (not glibc); timing the default heap")
     before = _read_before(args.before) if args.before else None
     argv_used = sys.argv[1:] if argv is None else argv
     torch.set_num_threads(args.threads)
@@ -240,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             "data": "random ids in 1..3706, every sequence full, with timestamps",
             "threads": args.threads,
             "quick": args.quick,
+            "malloc": malloc_settings() or "glibc default",
             "load_average_at_start": load_at_start,
             "load_average_at_end": list(os.getloadavg()),
         },

@@ -9,9 +9,14 @@ page-faulted back in on the next call, which can cost more than the batch's arit
 `tune_malloc()` fixes both thresholds (which also turns the dynamic adjustment off):
 blocks below 32 MiB come from the heap and freed memory is kept up to 256 MiB. The
 serving replicas, the batch job's actors and the `recsys` commands call it at start-up;
-under `recsys bench` each benchmark decides (bench_retrieval tunes, bench_recommend
-measures both).
+under `recsys bench` each benchmark decides (bench_retrieval, bench_accuracy and
+bench_train_step tune, bench_recommend and bench_train_step --malloc default measure the
+default). `malloc_settings()` says what was applied, for the provenance of a result.
 It changes only glibc's allocator, on Linux; elsewhere it does nothing.
+
+Training gains most: the MoL sampled softmax allocates and frees tens of MiB per chunk of
+rows, so on the default heap a large share of a CPU training step is the kernel faulting
+freed pages back in (benchmarks/results/train-step-cpu.json: "before" is the default heap).
 
 Training allocates and frees far larger tensors every step (the encoder's attention maps,
 the MoL query MLP's activations, the chunks of the sampled softmax), and on a 4 KiB-page
@@ -20,9 +25,8 @@ share of a CPU step. glibc (2.35+) can back its heap and its mmap'd blocks with 
 huge pages (the `glibc.malloc.hugetlb=1` tunable), but it reads tunables only when a
 process starts, so `reexec_with_hugepages()` re-executes the current command once with
 the tunable in its environment. `recsys train` and `recsys bench accuracy` do so when
-RECSYS_HUGEPAGES=1 is set. It is opt-in because the recorded A/B of the training step
-(benchmarks/results/train-step-cpu.json against its "before", the default heap) shows no
-gain on that host, unlike a scratch A/B before it.
+RECSYS_HUGEPAGES=1 is set. It is opt-in: an earlier recorded A/B of the training step
+against the default heap showed no gain (git history of train-step-cpu.json).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ TRIM_THRESHOLD = 256 * 1024**2
 HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_IN_ENV = "RECSYS_HUGEPAGES"
 _REEXEC_MARKER = "RECSYS_HUGEPAGE_REEXEC"  # set in the re-executed process: never loop
+_applied: dict[str, int] | None = None  # what tune_malloc set in this process
 
 
 def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
@@ -54,9 +59,18 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(_M_TRIM_THRESHOLD, trim_threshold)
     )
+    if ok:
+        global _applied
+        _applied = {"mmap_threshold": mmap_threshold, "trim_threshold": trim_threshold}
+    return ok
+
+
+def malloc_settings() -> dict[str, int] | None:
+    """The thresholds `tune_malloc` set in this process, or None (glibc's defaults)."""
+    return None if _applied is None else dict(_applied)
 
 
 def hugepage_tunables(environ: Mapping[str, str]) -> str | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.cpu import cpuinfo
+from recsys.malloc import malloc_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +44,7 @@ def machine() -> dict[str, Any]:
     info.update(_cpu_features())
     if os.environ.get("GLIBC_TUNABLES"):  # e.g. the huge-page heap of recsys.malloc
         info["glibc_tunables"] = os.environ["GLIBC_TUNABLES"]
+    info["malloc"] = malloc_settings() or "glibc default"
     try:
         import torch
 

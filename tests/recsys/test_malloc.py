@@ -8,15 +8,20 @@ import sys
 
 import pytest
 
-from recsys.malloc import tune_malloc
+from recsys.malloc import malloc_settings, tune_malloc
+from recsys.provenance import machine
 
 glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
 @pytest.mark.skipif(not glibc, reason="glibc only")
 def test_thresholds_are_applied_and_repeatable():
-    assert tune_malloc()
+    assert tune_malloc(mmap_threshold=16 << 20, trim_threshold=128 << 20)
     assert tune_malloc()  # a second call is harmless
+    # what was applied last is what a result's provenance records
+    applied = {"mmap_threshold": 32 << 20, "trim_threshold": 256 << 20}
+    assert malloc_settings() == applied
+    assert machine()["malloc"] == applied
 
 
 def test_hugepage_tunable_is_added_once_and_respects_the_user():
