@@ -45,6 +45,7 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 LR_SCHEDULES = ("constant", "linear", "cosine")
+BATCHINGS = ("random", "length")
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,11 @@ class TrainingConfig:
     of the plain dot product between the encoder output and the item table (a training
     signal for the encoder and items over every item, at the dot product's cost; MoL's own
     parameters get none of it). 0 = off (SPEC).
+    batching: how training windows form batches. `random`: batch_size windows drawn at
+    random. `length`: windows of about the same length together, with about the same number
+    of targets in every batch and as many batches per epoch as `random` (so the same mean
+    targets per step and the same schedule), but little padding for the encoder
+    (recsys.training.data.LengthBatchSampler).
     """
 
     epochs: int = 100
@@ -157,6 +163,7 @@ class TrainingConfig:
     embedding_lr_scale: float = 1.0
     dot_warmup_epochs: int = 0
     dot_aux_weight: float = 0.0
+    batching: str = "random"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "val_every_n_epochs"):
@@ -193,6 +200,7 @@ class TrainingConfig:
         if self.val_users is not None and self.val_users < 1:
             raise ValueError(f"TrainingConfig.val_users must be None or >= 1, got {self.val_users}")
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _one_of("batching", self.batching, BATCHINGS)
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("accelerator", self.accelerator, ACCELERATORS)
         _one_of("strategy", self.strategy, STRATEGIES)

@@ -160,6 +160,7 @@ def _modules(
         eval_batch_size=t.eval_batch_size,
         train_window=config.data.train_window,
         train_stride=config.data.train_stride,
+        length_batches=t.batching == "length",
         seed=t.seed,
         num_workers=t.num_workers,
         data=data,

@@ -62,6 +62,7 @@ def test_valid_config_builds() -> None:
         ("training.negatives.num", 0, r"NegativesConfig\.num must be an integer >= 1"),
         ("training.precision", "fp8", r"TrainingConfig\.precision must be one of"),
         ("training.lr_schedule", "step", r"TrainingConfig\.lr_schedule must be one of"),
+        ("training.batching", "sorted", r"TrainingConfig\.batching must be one of"),
         ("training.warmup_steps", -1, r"TrainingConfig\.warmup_steps must be >= 0"),
         ("training.embedding_lr_scale", 0, r"TrainingConfig\.embedding_lr_scale must be > 0"),
         ("training.early_stopping.metric", "auc", r"EarlyStoppingConfig\.metric must be one of"),

@@ -9,7 +9,7 @@ import pytest
 from dataset_helpers import make_dataset
 
 from recsys.dataset import load_dataset
-from recsys.training.data import EpochSampler, SeqDataModule, TrainSet
+from recsys.training.data import EpochSampler, LengthBatchSampler, SeqDataModule, TrainSet
 
 
 def _rows(batch_ids: np.ndarray) -> list[list[int]]:
@@ -132,6 +132,66 @@ def test_epoch_sampler_shards_and_replays() -> None:
     tagged = EpochSampler(n, seed=1)
     tagged.set_epoch(2)
     assert sorted(tagged) == [2 * n + i for i in range(n)]
+
+
+def test_length_batches_cover_the_epoch_with_balanced_targets() -> None:
+    rng = np.random.default_rng(0)
+    # skewed like ML-1M's windows: many short ones, a block at the maximum
+    targets = np.concatenate([rng.integers(1, 60, 700), np.full(300, 199)])
+    batch_size = 16
+    s = LengthBatchSampler(targets, batch_size, seed=3, pool=8)
+    s.set_epoch(2)
+    batches = [np.asarray(b) for b in s]
+    assert len(batches) == len(s) == -(-len(targets) // batch_size)  # as many as random
+    keys = np.sort(np.concatenate(batches))
+    np.testing.assert_array_equal(keys, 2 * len(targets) + np.arange(len(targets)))
+    idx = [b - 2 * len(targets) for b in batches]
+    sums = np.array([targets[b].sum() for b in idx])
+    # about equal targets per batch: within one longest window of the pool's mean share
+    pool_mean = targets.sum() / len(batches)
+    assert sums.max() <= 1.2 * pool_mean + targets.max() and sums.min() >= 0.5 * pool_mean
+    # little padding, against the same windows in random batches (slow reference)
+    padded = sum(len(b) * targets[b].max() for b in idx)
+    perm = rng.permutation(len(targets))
+    padded_random = sum(len(b) * targets[b].max() for b in np.array_split(perm, len(batches)))
+    assert padded < 0.8 * padded_random
+    assert padded <= 1.3 * targets.sum()
+    # a pure function of (seed, epoch); another epoch groups differently
+    again = LengthBatchSampler(targets, batch_size, seed=3, pool=8)
+    again.set_epoch(2)
+    assert [list(b) for b in again] == [list(b) for b in batches]
+    again.set_epoch(3)
+    assert [sorted(b) for b in again] != [sorted(b) for b in batches]
+
+
+def test_length_batches_shard_equally_over_ranks() -> None:
+    targets = np.arange(1, 51)
+    shards = []
+    for rank in range(3):
+        s = LengthBatchSampler(targets, 4, seed=0, rank=rank, world_size=3, pool=2)
+        shards.append([tuple(b) for b in s])
+    assert {len(x) for x in shards} == {5}  # 13 batches, wrapped to 15: equal on every rank
+    covered = {k for x in shards for b in x for k in b}
+    assert covered == set(range(50))
+
+
+def test_datamodule_length_batches(tmp_path: Path) -> None:
+    dm = SeqDataModule(
+        make_dataset(tmp_path / "d", num_users=40, length=(3, 30)),
+        max_len=8,
+        batch_size=8,
+        train_window="all",
+        length_batches=True,
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    n = len(loader.dataset)
+    assert len(batches) == len(loader) == -(-n // 8)
+    assert sum(b.item_ids.shape[0] for b in batches) == n
+    # every target once per epoch, as with random batches
+    targets = sum(int((b.item_ids[:, 1:] != 0).sum()) for b in batches)
+    assert targets == int(loader.dataset.targets().sum())
 
 
 def test_datamodule_loaders(tmp_path: Path) -> None:

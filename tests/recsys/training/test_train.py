@@ -193,18 +193,23 @@ def test_bad_dataset_dirs_fail_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()  # nothing was started
 
 
-@pytest.mark.parametrize("stride", [None, 5])
-def test_all_windows_fit_one_step_per_batch_of_windows(tmp_path: Path, stride: int | None) -> None:
+@pytest.mark.parametrize(
+    ("stride", "batching"), [(None, "random"), (5, "random"), (None, "length")]
+)
+def test_all_windows_fit_one_step_per_batch_of_windows(
+    tmp_path: Path, stride: int | None, batching: str
+) -> None:
     from recsys.training.data import TrainSet
 
     data_dir = make_dataset(tmp_path / "data", num_users=40, num_items=30, length=(8, 40))
     data = {"train_window": "all", "train_stride": stride}
-    config = config_from_dict({**tiny_config(epochs=1).to_dict(), "data": data})
+    config = config_from_dict({**tiny_config(epochs=1, batching=batching).to_dict(), "data": data})
     windows = len(TrainSet(load_dataset(data_dir), config.max_len, "all", stride=stride))
     assert windows > 40  # long users give several windows
     run = tmp_path / "run"
     train(config, data_dir, run, progress_bar=False)
-    assert _last_ckpt(run)["global_step"] == -(-windows // 16)  # batches of 16 windows
+    # as many steps as batches of 16 windows, whichever the batching
+    assert _last_ckpt(run)["global_step"] == -(-windows // 16)
 
 
 def test_lr_factor_warms_up_then_decays_to_zero() -> None:
