@@ -54,9 +54,9 @@ README_ROWS = (
     ),
     (
         "ML-1M",
-        "HSTU (8 blocks) + dot, full softmax alone, 18 epochs",
+        "HSTU (8 blocks) + dot, full softmax alone, 32 epochs",
         "accuracy-ml-1m.json",
-        "ml-1m-hstu-dot-pp-cpu",
+        "ml-1m-hstu-dot-pp32-cpu",
         "test",
     ),
     (
