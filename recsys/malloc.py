@@ -14,9 +14,10 @@ bench_train_step tune, bench_recommend and bench_train_step --malloc default mea
 default). `malloc_settings()` says what was applied, for the provenance of a result.
 It changes only glibc's allocator, on Linux; elsewhere it does nothing.
 
-Training gains most: the MoL sampled softmax allocates and frees tens of MiB per chunk of
-rows, so on the default heap a large share of a CPU training step is the kernel faulting
-freed pages back in (benchmarks/results/train-step-cpu.json: "before" is the default heap).
+The training benchmarks tune it as well, so that they time what `recsys train` runs (a
+process that only allocates and frees one MoL chunk after another, as a micro-benchmark
+does, gains much from it; a whole training step, whose other tensors keep the heap in use,
+did not in a scratch A/B).
 
 Training allocates and frees far larger tensors every step (the encoder's attention maps,
 the MoL query MLP's activations, the chunks of the sampled softmax), and on a 4 KiB-page
