@@ -115,8 +115,8 @@ class TrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.users)
 
-    def __getitem__(self, key: int) -> int:
-        return key  # batches are assembled in `collate`
+    def __getitem__(self, key: int | list[int]) -> int | list[int]:
+        return key  # batches are assembled in `collate` (a key list: a whole batch)
 
     def targets(self) -> np.ndarray:
         """(len(self),) the number of targets each window supervises (its length - 1, or
@@ -333,7 +333,11 @@ class SeqDataModule(L.LightningDataModule):
         return trainer.global_rank, trainer.world_size
 
     def _loader(
-        self, dataset: Dataset, sampler: EpochSampler, batch_size: int, collate
+        self,
+        dataset: Dataset,
+        sampler: EpochSampler | LengthBatchSampler,
+        batch_size: int | None,
+        collate,
     ) -> DataLoader:
         return DataLoader(
             dataset,
@@ -361,17 +365,13 @@ class SeqDataModule(L.LightningDataModule):
         )
         rank, world = self._rank_world()
         if self.length_batches:
+            # The sampler yields whole batches (lists of keys, which TrainSet returns as
+            # they are), with automatic batching off: as the loader's `sampler` it is what
+            # Lightning calls set_epoch on (it would not call a `batch_sampler`'s).
             batches = LengthBatchSampler(
                 trainset.targets(), self.batch_size, self.seed, rank, world
             )
-            return DataLoader(
-                trainset,
-                batch_sampler=batches,
-                collate_fn=trainset.collate,
-                num_workers=self.num_workers,
-                persistent_workers=False,
-                generator=torch.Generator().manual_seed(self.seed),  # see _loader
-            )
+            return self._loader(trainset, batches, None, trainset.collate)
         sampler = EpochSampler(len(trainset), self.seed, True, rank, world, tag_epoch=True)
         return self._loader(trainset, sampler, self.batch_size, trainset.collate)
 

@@ -192,6 +192,14 @@ def test_datamodule_length_batches(tmp_path: Path) -> None:
     # every target once per epoch, as with random batches
     targets = sum(int((b.item_ids[:, 1:] != 0).sum()) for b in batches)
     assert targets == int(loader.dataset.targets().sum())
+    # Lightning's per-epoch call (the one the Trainer makes) reaches the sampler: another
+    # epoch, other batches
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    _set_sampler_epoch(loader, 5)
+    assert loader.sampler.epoch == 5
+    later = [b.user_ids.tolist() for b in loader]
+    assert later != [b.user_ids.tolist() for b in batches]
 
 
 def test_datamodule_loaders(tmp_path: Path) -> None:
