@@ -134,7 +134,10 @@ class TrainingConfig:
     random. `length`: windows of about the same length together, with about the same number
     of targets in every batch and as many batches per epoch as `random` (so the same mean
     targets per step and the same schedule), but little padding for the encoder
-    (recsys.training.data.LengthBatchSampler).
+    (recsys.training.data.LengthBatchSampler). It pays where the encoder bounds the step; on
+    the ML-1M MoL recipe it did not (the MoL negatives do: epoch-ml-1m-cpu.json) and its
+    first epoch validated lower than random batches' (curves-ml-1m-batching-pilot.json in
+    benchmarks/results), so `random` stays the default.
     """
 
     epochs: int = 100
