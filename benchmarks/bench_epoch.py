@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps must exceed --warmup")
     from recsys.dataset import load_dataset
     from recsys.training.config import load_config
-    from recsys.training.data import LengthBatchSampler, TrainSet
+    from recsys.training.data import TrainSet
 
     tune_malloc()  # as `recsys train`
     torch.set_num_threads(args.threads)
@@ -106,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     data = load_dataset(data_dir)
     windows = TrainSet(data, config.max_len, config.data.train_window, config.training.seed)
-    batches_per_epoch = LengthBatchSampler(
-        windows.targets(), config.training.batch_size
-    ).num_batches()
+    batches_per_epoch = math.ceil(len(windows) / config.training.batch_size)  # either batching
     load_at_start = list(os.getloadavg())
     rounds: dict[str, list[dict[str, float]]] = {b: [] for b in BATCHINGS}
     for r in range(args.rounds):

@@ -160,6 +160,13 @@ class TrainSet(Dataset):
         )
 
 
+def rank_share(n: int, rank: int, world_size: int) -> np.ndarray:
+    """Positions in [0, n) rank `rank` of `world_size` takes: every world_size-th, wrapping
+    around so that every rank gets ceil(n / world_size) of them (DDP needs equal counts)."""
+    per_rank = math.ceil(n / world_size)
+    return np.arange(rank, per_rank * world_size, world_size) % n
+
+
 class EpochSampler(Sampler[int]):
     """Shuffled (or ordered) keys for one rank: a pure function of (seed, epoch, rank).
 
@@ -201,9 +208,7 @@ class EpochSampler(Sampler[int]):
             order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
         else:
             order = self.order if self.order is not None else np.arange(self.n)
-        total = len(self) * self.world_size
-        order = np.resize(order, total)  # wrap around so every rank gets len(self) keys
-        mine = order[self.rank :: self.world_size]
+        mine = order[rank_share(self.n, self.rank, self.world_size)]
         if self.tag_epoch:
             mine = mine + self.epoch * self.n
         return iter(mine.tolist())
@@ -276,10 +281,7 @@ class LengthBatchSampler(Sampler[list[int]]):
         batches = self.epoch_batches()
         if not batches:
             return iter(())
-        mine = [
-            batches[i % len(batches)]
-            for i in range(self.rank, len(self) * self.world_size, self.world_size)
-        ]
+        mine = [batches[i] for i in rank_share(len(batches), self.rank, self.world_size)]
         offset = self.epoch * len(self.targets)
         return iter([(b + offset).tolist() for b in mine])
 
