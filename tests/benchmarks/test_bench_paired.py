@@ -1,0 +1,70 @@
+"""benchmarks/bench_paired.py: two tiny run directories compared on a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from dataset_helpers import make_dataset
+
+from benchmarks import bench_paired
+from recsys.dataset import load_dataset
+from recsys.evaluation import evaluate
+from recsys.models.seqrec import SeqRecModel
+from recsys.training.config import load_config
+from recsys.training.rundir import RUN_CONFIG, write_model_config, write_weights
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(tmp_path: Path, name: str, data: Path, similarity: str, seed: int):
+    """A run directory holding a freshly initialised tiny model (no training needed)."""
+    raw = load_config(REPO / f"configs/beauty-sasrec-{similarity}-cpu.yaml").to_dict()
+    raw["model"]["encoder"].update(max_len=8, dim=16, num_blocks=1, num_heads=1)
+    raw["name"] = name
+    run = tmp_path / name
+    run.mkdir()
+    (run / RUN_CONFIG).write_text(yaml.safe_dump(raw))
+    config = load_config(run / RUN_CONFIG)
+    torch.manual_seed(seed)
+    model = config.model_config(load_dataset(data).num_items)
+    seqrec = SeqRecModel(model).eval()
+    write_weights(run / "best.safetensors", seqrec)
+    write_model_config(run, model, data, config.max_len)
+    return run, seqrec, config
+
+
+def test_two_runs_are_compared_query_by_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_dataset(tmp_path / "data", num_users=60, num_items=30)
+    monkeypatch.setattr(bench_paired, "data_or_skip", lambda dataset, args: data)
+    run_a, model_a, config_a = _run(tmp_path, "tiny-mol", data, "mol", 1)
+    run_b, model_b, config_b = _run(tmp_path, "tiny-dot", data, "dot", 2)
+    dataset = load_dataset(data)
+    expected_a = evaluate(model_a, dataset, "test", config_a.max_len)
+    expected_b = evaluate(model_b, dataset, "test", config_b.max_len)
+    (run_a / "metrics.json").write_text(json.dumps({"test": expected_a}))
+    (run_b / "metrics.json").write_text(json.dumps({"test": {**expected_b, "hr@10": 2.0}}))
+
+    out = tmp_path / "paired.json"
+    argv = ["--dataset", "ml-1m", "--name", "t", "--resamples", "300", "--out", str(out)]
+    assert bench_paired.main([*argv, str(run_a), str(run_b)]) == 0
+    result = json.loads(out.read_text())
+    assert result["queries"] == 60
+    a, b = result["models"]["a"], result["models"]["b"]
+    assert (a["name"], b["name"]) == ("tiny-mol", "tiny-dot")
+    assert a["matches"] is True and b["matches"] is False  # b's record was altered
+    rows = {row["metric"]: row for row in result["rows"]}
+    for key in ("hr@10", "ndcg@10", "mrr"):
+        assert rows[key]["a"] == pytest.approx(expected_a[key])
+        assert rows[key]["b"] == pytest.approx(expected_b[key])
+        assert rows[key]["diff"] == pytest.approx(expected_a[key] - expected_b[key])
+    assert result["provenance"]["command"].startswith("recsys bench paired")
+
+    assert bench_paired.main([*argv, str(run_a), str(run_a)]) == 0
+    same = json.loads(out.read_text())
+    assert all(row["diff"] == 0.0 and row["p_value"] == 1.0 for row in same["rows"])
