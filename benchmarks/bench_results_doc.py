@@ -6,7 +6,8 @@
 Each accuracy summary (accuracy-<dataset>.json, written by `recsys bench accuracy`) becomes
 a table, and so does each retrieval result (retrieval-*.json, `recsys bench retrieval`):
 every method's speed-up over brute-force MoL and its recall, as the median and range over
-the seeds when several models were trained. Every other JSON gets one row with its
+the seeds when several models were trained. Each paired comparison (paired-*.json,
+`recsys bench paired`) becomes a table of per-metric gaps. Every other JSON gets one row with its
 benchmark, a few well-known top-level figures, its provenance and a link (plus its plot,
 when a PNG with the same stem exists).
 The output depends only on the files: sorted by name, relative links, no generation time.
@@ -40,21 +41,21 @@ README_METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
 README_ROWS = (
     (
         "ML-1M",
-        "HSTU (8 blocks) + MoL 8x4x64, per-position negatives, aux dot loss, 32 epochs",
+        "HSTU (8 blocks) + MoL 8x4x64, 192 per-position negatives, aux dot loss, 32 epochs",
+        "accuracy-ml-1m.json",
+        "ml-1m-hstu-mol-pp192-cpu",
+        "test",
+    ),
+    (
+        "ML-1M",
+        "same, 128 negatives",
         "accuracy-ml-1m.json",
         "ml-1m-hstu-mol-pp32-cpu",
         "test",
     ),
     (
         "ML-1M",
-        "same, shared negatives, 36 epochs, refit (33)",
-        "accuracy-ml-1m.json",
-        "ml-1m-hstu-mol-cpu",
-        "refit.test",
-    ),
-    (
-        "ML-1M",
-        "HSTU (8 blocks) + dot, full softmax alone, 32 epochs",
+        "HSTU (8 blocks) + dot, full-catalog softmax, 32 epochs",
         "accuracy-ml-1m.json",
         "ml-1m-hstu-dot-pp32-cpu",
         "test",
@@ -72,13 +73,6 @@ README_ROWS = (
         "SASRec + dot, same recipe",
         "accuracy-beauty.json",
         "beauty-sasrec-dot-cpu",
-        "test",
-    ),
-    (
-        "Beauty",
-        "SASRec + MoL 8x8x32, paper init",
-        "accuracy-beauty.json",
-        "beauty-sasrec-mol-cpu",
         "test",
     ),
     (
@@ -111,7 +105,6 @@ README_RETRIEVAL_ROWS = (
     ("1M synthetic", "retrieval-1M-seeds-cpu.json", "float32", 32, 100, "topk_avg:1024"),
     ("1M synthetic", "retrieval-1M-seeds-cpu.json", "float32", 32, 100, "bounded_exact:1024"),
     ("ML-1M", "retrieval-ml-1m-cpu.json", "float32", 32, 100, "bounded_exact:1024"),
-    ("Beauty", "retrieval-beauty-cpu.json", "float32", 32, 100, "bounded_exact:1024"),
 )
 COMMAND = "recsys bench results_doc"
 LINK = "../benchmarks/results/"  # from docs/ to the results
@@ -186,12 +179,15 @@ def find_provenance(data: Any) -> dict | None:
     return next((p for p in map(find_provenance, children) if p is not None), None)
 
 
-def _accuracy_row(label: str, row: dict, test: dict, popularity: dict, epochs: str) -> list[str]:
+def _accuracy_row(
+    label: str, row: dict, test: dict, popularity: dict, epochs: str, valid: dict
+) -> list[str]:
     wall = row.get("wall_time_s")
     return [
         label,
         row.get("encoder", DASH),
         row.get("similarity", DASH),
+        _num(valid.get("ndcg@10")),
         *(_num(test.get(m)) for m in TEST_METRICS),
         _num(popularity.get("hr@10")),
         epochs,
@@ -202,25 +198,24 @@ def _accuracy_row(label: str, row: dict, test: dict, popularity: dict, epochs: s
 
 def accuracy_section(path: Path, summary: dict) -> list[str]:
     """One dataset's table: a row per config, each followed by its refit row if recorded."""
-    header = ["Config", "Encoder", "Similarity", "HR@10", "NDCG@10", "HR@50", "HR@200", "MRR"]
+    header = ["Config", "Encoder", "Similarity", "Valid NDCG@10"]
+    header += ["HR@10", "NDCG@10", "HR@50", "HR@200", "MRR"]
     header += ["Coverage@10", "Popularity HR@10", "Epochs", "Wall time (min)", "Commit"]
     rows = []
     for row in summary["rows"]:
         name = row.get("name") or Path(row.get("config", DASH)).stem
         selected, run = row.get("selected_epoch"), row.get("epochs_run")
         epochs = f"{selected + 1 if isinstance(selected, int) else DASH}/{run or DASH}"
-        rows.append(
-            _accuracy_row(name, row, row.get("test", {}), row.get("popularity", {}), epochs)
-        )
+        test, popularity = row.get("test", {}), row.get("popularity", {})
+        rows.append(_accuracy_row(name, row, test, popularity, epochs, row.get("valid", {})))
         refit = row.get("refit")
         if isinstance(refit, dict):
             n = refit.get("epochs", DASH)
             timed = {**row, "wall_time_s": refit.get("wall_time_s")}
             if isinstance(refit.get("provenance"), dict):  # refit run apart (--refit-from)
                 timed["commit"] = refit["provenance"].get("commit")
-            rows.append(
-                _accuracy_row(f"{name} (refit)", timed, refit.get("test", {}), {}, f"{n}/{n}")
-            )
+            label, test = f"{name} (refit)", refit.get("test", {})
+            rows.append(_accuracy_row(label, timed, test, {}, f"{n}/{n}", {}))
     dataset = summary.get("dataset") or path.stem.removeprefix("accuracy-")
     return [f"### {dataset}", "", f"Source: {_link(path.name)}", "", *_table(header, rows), ""]
 
@@ -292,6 +287,46 @@ def retrieval_section(path: Path, data: dict, plots: set[str]) -> list[str]:
     ]
 
 
+def paired_section(path: Path, data: dict) -> list[str]:
+    """One comparison of two runs on the same queries (recsys bench paired): each metric's
+    gap with its interval and p-value, and for HR@K the queries only one model hits."""
+    models, method = data.get("models", {}), data.get("method", {})
+    a, b = (models.get(k, {}).get("name", k) for k in ("a", "b"))
+    prov = find_provenance(data) or {}
+    command = str(prov.get("command", DASH)).strip()
+    date = str(prov["date"])[:10] if prov.get("date") else DASH
+    intro = (
+        f"{a} (a) against {b} (b) on the {data.get('split', DASH)} split, "
+        f"{data.get('queries', DASH)} queries. Interval: {method.get('interval', DASH)}; "
+        f"p: {method.get('p_value', DASH)}. Commit {_short(prov.get('commit'))}, {date}: "
+        f"`{command}`"
+    )
+    header = ["Metric", "a", "b", "a − b", "Interval", "p", "Hit by a only / b only"]
+
+    def signed(value: object) -> str:
+        return f"{value:+.4f}" if isinstance(value, (int, float)) else DASH
+
+    def p_text(value: object) -> str:
+        return "< 0.001" if isinstance(value, (int, float)) and value < 0.001 else _num(value, 3)
+
+    rows = []
+    for r in data.get("rows", []):
+        only = r.get("a_only"), r.get("b_only")
+        rows.append(
+            [
+                r.get("metric", DASH),
+                _num(r.get("a")),
+                _num(r.get("b")),
+                signed(r.get("diff")),
+                f"[{signed(r.get('ci_low'))}, {signed(r.get('ci_high'))}]",
+                p_text(r.get("p_value")),
+                f"{only[0]} / {only[1]}" if None not in only else DASH,
+            ]
+        )
+    name = path.stem.removeprefix("paired-")
+    return [f"### {name}", "", f"Source: {_link(path.name)}.", intro, "", *_table(header, rows), ""]
+
+
 def other_row(path: Path, data: Any, plots: set[str]) -> list[str]:
     """A generic row: link (and plot), benchmark, well-known figures, provenance."""
     top = data if isinstance(data, dict) else {}
@@ -314,11 +349,13 @@ def other_row(path: Path, data: Any, plots: set[str]) -> list[str]:
 def render(results_dir: Path) -> str:
     """The whole of docs/RESULTS.md for the JSON files in `results_dir`."""
     plots = {p.name for p in results_dir.glob("*.png")}
-    accuracy, retrieval, others = [], [], []
+    accuracy, paired, retrieval, others = [], [], [], []
     for path in sorted(results_dir.glob("*.json")):
         data = _load(path)
         if path.name.startswith("accuracy-") and isinstance(data, dict) and "rows" in data:
             accuracy += accuracy_section(path, data)
+        elif path.name.startswith("paired-") and isinstance(data, dict) and "rows" in data:
+            paired += paired_section(path, data)
         elif path.name.startswith("retrieval-") and isinstance(data, dict):
             retrieval += retrieval_section(path, data, plots)
         else:
@@ -336,9 +373,16 @@ def render(results_dir: Path) -> str:
         "Epochs: the selected epoch, counted from 1, / the epochs run. Popularity HR@10: the",
         "most-popular baseline on the same test set. A (refit) row retrains from scratch on",
         "train + validation for the selected number of epochs and evaluates test once. Wall time",
-        f"is fitting time. {DASH}: not recorded.",
+        "is fitting time. Valid NDCG@10: the selected checkpoint's, the figure it was selected",
+        f"on. {DASH}: not recorded.",
         "",
         *(accuracy or ["No accuracy summaries yet.", ""]),
+        "## Paired comparisons",
+        "",
+        "Two trained runs ranking the same queries: each metric's gap, a over b, with an",
+        "interval and a p-value over queries, so a gap can be told from sampling noise.",
+        "",
+        *(paired or ["No paired comparisons yet.", ""]),
         "## Retrieval",
         "",
         "MoL top-k methods against brute-force MoL over the whole catalog, on recent histories",

@@ -30,7 +30,7 @@ def _row(name: str, similarity: str, hr: float, **extra: object) -> dict:
         "encoder": "sasrec",
         "similarity": similarity,
         "negatives": {"kind": "shared", "num": 128},
-        "valid": {"hr@10": hr},
+        "valid": {"hr@10": hr, "ndcg@10": hr / 2},
         "test": {"hr@10": hr, "ndcg@10": 0.03141, "hr@50": 0.25, "hr@200": 0.5, "mrr": 0.02},
         "popularity": {"hr@10": 0.0123},
         "selected_epoch": 6,
@@ -96,6 +96,37 @@ def _results(tmp_path: Path) -> Path:
         "runs": [],
     }
     (results / "retrieval-tiny-seeds-cpu.json").write_text(json.dumps(seeds))
+    paired = {
+        "benchmark": "two runs compared query by query on one split",
+        "split": "test",
+        "queries": 40,
+        "models": {"a": {"name": "beauty-mol"}, "b": {"name": "beauty-dot"}},
+        "method": {"interval": "bootstrap, 95%", "p_value": "sign flips"},
+        "rows": [
+            {
+                "metric": "hr@10",
+                "a": 0.5,
+                "b": 0.25,
+                "diff": 0.25,
+                "ci_low": 0.05,
+                "ci_high": 0.45,
+                "p_value": 0.00005,
+                "a_only": 12,
+                "b_only": 2,
+            },
+            {
+                "metric": "mrr",
+                "a": 0.2,
+                "b": 0.3,
+                "diff": -0.1,
+                "ci_low": -0.2,
+                "ci_high": 0.01,
+                "p_value": 0.0612,
+            },
+        ],
+        "provenance": provenance,
+    }
+    (results / "paired-mol-vs-dot.json").write_text(json.dumps(paired))
     return results
 
 
@@ -105,8 +136,8 @@ def test_render_tables_links_and_refit_row(tmp_path: Path) -> None:
     assert f"`{COMMAND}`" in lines[2] and "Do not edit by hand" in lines[2]
     assert "Source: [accuracy-beauty.json](../benchmarks/results/accuracy-beauty.json)" in lines
     assert (
-        "| beauty-dot | sasrec | dot | 0.0500 | 0.0314 | 0.2500 | 0.5000 | 0.0200 | – | 0.0123 "
-        "| 7/9 | 1.5 | 0123456-dirty |"
+        "| beauty-dot | sasrec | dot | 0.0250 | 0.0500 | 0.0314 | 0.2500 | 0.5000 | 0.0200 | – "
+        "| 0.0123 | 7/9 | 1.5 | 0123456-dirty |"
     ) in lines
     # A refit run apart from its selection (--refit-from) shows its own commit.
     dot = lines.index(next(line for line in lines if line.startswith("| beauty-dot |")))
@@ -114,7 +145,7 @@ def test_render_tables_links_and_refit_row(tmp_path: Path) -> None:
     assert lines[dot + 1].endswith("| 7/7 | 0.5 | abcdef0 |")
     mol = lines.index(next(line for line in lines if line.startswith("| beauty-mol |")))
     assert lines[mol + 1] == (
-        "| beauty-mol (refit) | sasrec | mol | 0.0700 | 0.0400 | – | – | – | – | – "
+        "| beauty-mol (refit) | sasrec | mol | – | 0.0700 | 0.0400 | – | – | – | – | – "
         "| 7/7 | 0.5 | 0123456-dirty |"
     )
     assert (
@@ -128,6 +159,15 @@ def test_render_tables_links_and_refit_row(tmp_path: Path) -> None:
         "| float32 | 32 | 10 | bounded_exact:64 | 2.00x (1.00–3.50) | 1.0000 (0.5000–1.0000) | – |"
     ) in lines
     assert any("one model trained per seed (0, 1, 2)" in line for line in lines)
+    # A paired comparison gets its own table of signed gaps.
+    assert "### mol-vs-dot" in lines
+    assert any(
+        line.startswith("beauty-mol (a) against beauty-dot (b) on the test split, 40")
+        for line in lines
+    )
+    assert "| hr@10 | 0.5000 | 0.2500 | +0.2500 | [+0.0500, +0.4500] | < 0.001 | 12 / 2 |" in lines
+    assert "| mrr | 0.2000 | 0.3000 | -0.1000 | [-0.2000, +0.0100] | 0.061 | – |" in lines
+    assert not any(line.startswith("| [paired-") for line in lines)
     # Retrieval files get their own tables, not a generic row.
     assert not any(line.startswith("| [retrieval-") for line in lines)
     assert str(tmp_path) not in text
