@@ -17,6 +17,7 @@ from benchmarks.bench_results_doc import (
     readme_retrieval_table,
     readme_table,
     render,
+    steps_section,
     with_readme_table,
 )
 
@@ -172,6 +173,21 @@ def test_render_tables_links_and_refit_row(tmp_path: Path) -> None:
     assert not any(line.startswith("| [retrieval-") for line in lines)
     assert str(tmp_path) not in text
     assert render(tmp_path / "results") == text
+
+
+def test_recipe_steps_table_reads_validation_figures_in_the_given_order(tmp_path: Path) -> None:
+    results = _results(tmp_path)
+    steps = ("beauty", (("beauty-mol", "MoL first"), ("beauty-dot", "then dot")))
+    lines = steps_section(results, steps)
+    assert lines[0] == "### beauty: recipe steps, on validation"
+    body = [line for line in lines if line.startswith("| MoL") or line.startswith("| then")]
+    assert body == [
+        "| MoL first | beauty-mol | 0.0600 | 0.0300 | 7/9 | 1.5 |",
+        "| then dot | beauty-dot | 0.0500 | 0.0250 | 7/9 | 1.5 |",
+    ]
+    with pytest.raises(ValueError, match="no row named 'beauty-x'"):
+        steps_section(results, ("beauty", (("beauty-x", "missing"),)))
+    assert steps_section(results, ("ml-1m", (("a", "b"),))) == []  # no summary: no table
 
 
 def test_check_fails_on_a_stale_doc_and_passes_once_written(
