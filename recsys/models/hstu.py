@@ -85,7 +85,7 @@ class _AddRelativeBias(torch.autograd.Function):
 
     Autograd's own backward for the broadcast add reduces over heads with a strided bf16
     sum and scatters with index_add; summing the H head slices and using scatter_add is
-    ~10x cheaper on CPU, and the encoder's step time is dominated by (B, H, T, T) passes.
+    far cheaper on CPU, and the encoder's step time is dominated by (B, H, T, T) passes.
     """
 
     @staticmethod

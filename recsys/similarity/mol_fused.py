@@ -10,14 +10,14 @@ gradients. The chunk's derivative is written out by hand rather than left to aut
 that
 
 - the large (pairs, hidden) tensors are touched the minimum number of times,
-- the matmuls run in the autocast dtype (bf16 on CPU is ~4x the fp32 matmul rate) while
-  the gate softmax, dropout and loss stay in fp32,
+- the matmuls run in the autocast dtype (bf16 matmuls are several times faster than fp32
+  on CPUs with AVX512-BF16 or AMX) while the gate softmax, dropout and loss stay in fp32,
 - no permutation is done twice and no autograd graph is built per chunk.
 
-Measured on a 2-core AVX512-BF16 CPU (torch 2.13) at batch 32: ~1.4x (fp32) to ~4x (bf16
-autocast) faster than autograd through the same maths chunked the same way;
-`torch.compile` of this kernel was ~2x slower than eager there, and compiling only the
-gate's element-wise part gained nothing, so it stays eager.
+On a 2-core AVX512-BF16 CPU it ran faster than autograd through the same maths chunked
+the same way (most under bf16 autocast); `torch.compile` of this kernel was slower than
+eager there, and compiling only the gate's element-wise part gained nothing, so it stays
+eager. Step timings: benchmarks/results/train-step-cpu.json.
 
 The maths is exactly `MoLSimilarity.score_all` / `score_gathered` followed by
 `sampled_softmax_rows` (tests/recsys/similarity/test_mol_fused.py checks loss and every gradient
@@ -71,7 +71,7 @@ def _swap_middle(x: Tensor, lead: int, a: int, b: int) -> Tensor:
     """x viewed as (lead, a, b, run) -> contiguous (lead, b, a, run), same dtype.
 
     The run (P_X components) is only 4 elements, and torch's strided copy with such short
-    inner runs is ~8x slower than moving each run as one wide element.
+    inner runs is several times slower than moving each run as one wide element.
     """
     run = x.numel() // (lead * a * b)
     wide = _WIDE.get(run * x.element_size())
@@ -133,7 +133,7 @@ def negatives_chunk(
     cd = fs.dtype
     acc = torch.promote_types(cd, torch.float32)  # the gate maths run in fp32 (or fp64)
     # per-row negatives: gathered once, for the logits and again for d fs (index_select
-    # on flat rows: ~3.5x faster on CPU than advanced indexing g[idx])
+    # on flat rows: faster on CPU than advanced indexing g[idx])
     flat_idx = None if idx is None else idx.reshape(-1)
     g_rows = (
         None
