@@ -9,6 +9,9 @@ full (the most work a batch can hold). It then
 - measures this machine's fp32 and bf16 matmul peak in the same run,
 - times forward + backward + AdamW step (median after warm-up) in fp32 and bf16 autocast,
   with shared and per-position negatives,
+- with `--parts`, also times the encoder's forward + backward and the optimizer step
+  alone, so each part's time can be set against its own FLOP floor (the similarity head
+  is the rest of the step),
 
 and writes benchmarks/results/train-step-cpu.json (with `--before OLD.json`, an earlier
 output of this script, kept under "before" with its own provenance: the figures before a
@@ -23,7 +26,7 @@ The heap is tuned as `recsys train` tunes it (recsys.malloc); `--malloc default`
 glibc's default heap instead (the "before" of the tuned heap).
 
 Run: `python benchmarks/bench_train_step.py [--quick] [--threads N] [--before OLD.json]
-[--malloc default]`
+[--malloc default] [--parts]`
 (or `recsys bench train_step ...`).
 """
 
@@ -151,6 +154,46 @@ def time_steps(step, warmup: int, steps: int) -> tuple[list[float], list[float]]
     return wall, cpu
 
 
+def time_parts(model: SeqRecModel, opt, batch, bf16: bool, steps: int) -> dict[str, float]:
+    """Median wall seconds of the encoder's forward + backward alone (a fixed random
+    gradient on its output) and of the optimizer step alone; the rest of a step is the
+    similarity head: query and item parts, the scored pairs and the losses."""
+    ids, ts, _ = batch
+    grad_out = torch.randn(*ids.shape, model.config.encoder.dim, generator=torch.Generator())
+
+    def encoder_pass() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model.encode(ids, ts)
+        (out.float() * grad_out).sum().backward()
+
+    encoder, _ = time_steps(encoder_pass, warmup=1, steps=steps)
+    optimizer, _ = time_steps(opt.step, warmup=1, steps=steps)  # grads from the last pass
+    return {"encoder": statistics.median(encoder), "optimizer": statistics.median(optimizer)}
+
+
+def parts_row(step_s: float, parts: dict[str, float], flops: dict, peak: float) -> dict:
+    """Where a step's time goes: each part's median seconds, its matmul floor at `peak`
+    and their ratio (the head is the step less the encoder and the optimizer)."""
+    fwd = flops["parts_forward"]
+    head_flops = 3 * (fwd["query"] + fwd["items"] + fwd["pairs"])
+    head_s = step_s - parts["encoder"] - parts["optimizer"]
+    out = {}
+    for name, seconds, part_flops in (
+        ("encoder", parts["encoder"], 3 * fwd["encoder"]),
+        ("head", head_s, head_flops),
+        ("optimizer", parts["optimizer"], 0),
+    ):
+        floor = part_flops / peak
+        out[name] = {
+            "median_s": seconds,
+            "share_of_step": seconds / step_s,
+            "floor_s": floor,
+            "ratio": seconds / floor if floor > 0 else None,
+        }
+    return out
+
+
 def counted_flops(step) -> int:
     with FlopCounterMode(display=False) as counter:
         step()
@@ -174,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     parser.add_argument("--batch", type=int, default=None, help="override the batch size")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument(
+        "--parts", action="store_true", help="also time the encoder and optimizer alone"
+    )
     parser.add_argument(
         "--before", type=Path, default=None, help="an earlier output to keep as 'before'"
     )
@@ -233,6 +279,16 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio_cpu": statistics.median(cpu) / (flops["step"] / peaks_cpu[precision]),
                 "achieved_gflops": flops["step"] / statistics.median(wall) / 1e9,
             }
+            if args.parts:
+                parts = time_parts(model, opt, batch, precision == "bf16", steps)
+                row["parts"] = parts_row(row["median_s"], parts, flops, peaks[precision])
+                print(
+                    "  parts: "
+                    + ", ".join(
+                        f"{k} {v['median_s']:.2f} s ({v['share_of_step']:.0%})"
+                        for k, v in row["parts"].items()
+                    )
+                )
             results.append(row)
             print(
                 f"{kind:>12} {precision}: {row['median_s']:.2f} s/step "
