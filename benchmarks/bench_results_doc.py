@@ -213,10 +213,19 @@ def find_provenance(data: Any) -> dict | None:
     return next((p for p in map(find_provenance, children) if p is not None), None)
 
 
+def _epochs(row: dict) -> str:
+    """`selected/run`: the selected epoch counted from 1, over the epochs run."""
+    selected, run = row.get("selected_epoch"), row.get("epochs_run")
+    return f"{selected + 1 if isinstance(selected, int) else DASH}/{run or DASH}"
+
+
+def _minutes(seconds: object) -> str:
+    return _num(seconds / 60, 1) if isinstance(seconds, (int, float)) else DASH
+
+
 def _accuracy_row(
     label: str, row: dict, test: dict, popularity: dict, epochs: str, valid: dict
 ) -> list[str]:
-    wall = row.get("wall_time_s")
     return [
         label,
         row.get("encoder", DASH),
@@ -225,7 +234,7 @@ def _accuracy_row(
         *(_num(test.get(m)) for m in TEST_METRICS),
         _num(popularity.get("hr@10")),
         epochs,
-        _num(wall / 60, 1) if isinstance(wall, (int, float)) else DASH,
+        _minutes(row.get("wall_time_s")),
         _short(row.get("commit")),
     ]
 
@@ -238,8 +247,7 @@ def accuracy_section(path: Path, summary: dict) -> list[str]:
     rows = []
     for row in summary["rows"]:
         name = row.get("name") or Path(row.get("config", DASH)).stem
-        selected, run = row.get("selected_epoch"), row.get("epochs_run")
-        epochs = f"{selected + 1 if isinstance(selected, int) else DASH}/{run or DASH}"
+        epochs = _epochs(row)
         test, popularity = row.get("test", {}), row.get("popularity", {})
         rows.append(_accuracy_row(name, row, test, popularity, epochs, row.get("valid", {})))
         refit = row.get("refit")
@@ -333,16 +341,15 @@ def steps_section(results_dir: Path, steps=RECIPE_STEPS) -> list[str]:
         row = rows_by_name.get(row_name)
         if row is None:
             raise ValueError(f"{name}: no row named {row_name!r} (RECIPE_STEPS)")
-        valid, wall = row.get("valid", {}), row.get("wall_time_s")
-        selected, run = row.get("selected_epoch"), row.get("epochs_run")
+        valid = row.get("valid", {})
         rows.append(
             [
                 change,
                 row_name,
                 _num(valid.get("hr@10")),
                 _num(valid.get("ndcg@10")),
-                f"{selected + 1 if isinstance(selected, int) else DASH}/{run or DASH}",
-                _num(wall / 60, 1) if isinstance(wall, (int, float)) else DASH,
+                _epochs(row),
+                _minutes(row.get("wall_time_s")),
             ]
         )
     header = ["Step", "Config", "Valid HR@10", "Valid NDCG@10", "Epochs", "Wall time (min)"]
