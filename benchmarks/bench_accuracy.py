@@ -72,7 +72,8 @@ def epochs_run(run_dir: Path) -> int | None:
 
 def validation_curve(run_dir: Path) -> list[dict[str, float]]:
     """Per-epoch validation hr@10 / ndcg@10 (and the run's elapsed wall seconds at that
-    validation) from the CSV logger (resumed runs included)."""
+    validation; with weight averaging, the raw weights' raw_hr@10 / raw_ndcg@10 beside the
+    average's) from the CSV logger (resumed runs included)."""
     by_epoch = {}
     for log in sorted(run_dir.glob("logs/version_*/metrics.csv")):
         for row in csv.DictReader(log.open()):
@@ -82,6 +83,11 @@ def validation_curve(run_dir: Path) -> list[dict[str, float]]:
                     "hr@10": round(float(row["valid/hr@10"]), 4),
                     "ndcg@10": round(float(row["valid/ndcg@10"]), 4),
                 }
+                if row.get("valid_raw/hr@10"):  # training.ema_decay: the raw weights too
+                    by_epoch[int(row["epoch"])] |= {
+                        "raw_hr@10": round(float(row["valid_raw/hr@10"]), 4),
+                        "raw_ndcg@10": round(float(row["valid_raw/ndcg@10"]), 4),
+                    }
                 if row.get("time/elapsed_s"):
                     by_epoch[int(row["epoch"])]["elapsed_s"] = round(
                         float(row["time/elapsed_s"]), 1

@@ -138,6 +138,10 @@ class TrainingConfig:
     the ML-1M MoL recipe it did not (the MoL negatives do: epoch-ml-1m-cpu.json) and its
     first epoch validated lower than random batches' (curves-ml-1m-batching-pilot.json in
     benchmarks/results), so `random` stays the default.
+    ema_decay: keep an exponential moving average of the weights with this decay per
+    optimiser step; validation, checkpoint selection and the saved model use the average,
+    and `valid_raw/<metric>` logs the raw weights beside it (recsys.training.averaging).
+    None = off (SPEC).
     """
 
     epochs: int = 100
@@ -167,6 +171,7 @@ class TrainingConfig:
     dot_warmup_epochs: int = 0
     dot_aux_weight: float = 0.0
     batching: str = "random"
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "val_every_n_epochs"):
@@ -197,6 +202,10 @@ class TrainingConfig:
         if not self.dot_aux_weight >= 0:
             raise ValueError(
                 f"TrainingConfig.dot_aux_weight must be >= 0, got {self.dot_aux_weight}"
+            )
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(
+                f"TrainingConfig.ema_decay must be null or in [0, 1), got {self.ema_decay}"
             )
         if self.warmup_steps < 0:
             raise ValueError(f"TrainingConfig.warmup_steps must be >= 0, got {self.warmup_steps}")

@@ -46,6 +46,7 @@ from recsys.evaluation import (
 from recsys.models.seqrec import ModelConfig, SeqRecModel
 from recsys.schema import build_dataclass, to_plain
 from recsys.training import rundir
+from recsys.training.averaging import averaging_callbacks
 from recsys.training.config import RunConfig, TrainingConfig
 from recsys.training.data import SeqDataModule
 from recsys.training.module import SeqRecModule
@@ -231,7 +232,15 @@ def _trainer(
     stopping = EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping.patience)
     return L.Trainer(
         max_epochs=max_epochs,
-        callbacks=[best, stopping, last, ElapsedTime(), *_lr_log(t), *extra_callbacks],
+        callbacks=[
+            best,
+            stopping,
+            last,
+            ElapsedTime(),
+            *_lr_log(t),
+            *averaging_callbacks(t.ema_decay),
+            *extra_callbacks,
+        ],
         logger=[
             CSVLogger(run_dir, name="logs"),
             TensorBoardLogger(run_dir, name="tensorboard", default_hp_metric=False),
@@ -429,7 +438,7 @@ def refit(
     clock = ElapsedTime()
     trainer = L.Trainer(
         max_epochs=epochs,
-        callbacks=[keep, clock, *_lr_log(t)],
+        callbacks=[keep, clock, *_lr_log(t), *averaging_callbacks(t.ema_decay, log_raw=False)],
         logger=[CSVLogger(out, name="logs")],
         default_root_dir=out,
         limit_val_batches=0,  # no selection: the epoch count comes from the validated run

@@ -47,3 +47,15 @@ def test_run_config_is_read_when_present(tmp_path: Path) -> None:
     assert run_config(tmp_path) is None
     (tmp_path / "run_config.yaml").write_text("name: x\ntraining: {lr: 0.004}\n")
     assert run_config(tmp_path) == {"name": "x", "training": {"lr": 0.004}}
+
+
+def test_raw_weights_are_read_beside_the_average(tmp_path: Path) -> None:
+    run = tmp_path / "r/logs/version_0"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text(
+        "epoch,step,valid/hr@10,valid/ndcg@10,valid_raw/hr@10,valid_raw/ndcg@10\n"
+        "0,9,0.2,0.1,0.18,0.09\n"
+    )
+    assert validation_curve(tmp_path / "r") == [
+        {"epoch": 0, "hr@10": 0.2, "ndcg@10": 0.1, "raw_hr@10": 0.18, "raw_ndcg@10": 0.09}
+    ]
