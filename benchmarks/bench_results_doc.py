@@ -366,6 +366,46 @@ def steps_section(results_dir: Path, steps=RECIPE_STEPS) -> list[str]:
     ]
 
 
+def averaging_section(path: Path, data: dict) -> list[str]:
+    """A run trained with `training.ema_decay`: its averaged and raw weights on validation,
+    epoch by epoch (both ranked at every validation of the same run), and the best of each."""
+    curve = [e for e in data.get("valid_by_epoch", []) if "raw_ndcg@10" in e]
+    if not curve:
+        return []
+    rows = [
+        [
+            str(e["epoch"] + 1),
+            _num(e.get("hr@10")),
+            _num(e.get("ndcg@10")),
+            _num(e.get("raw_hr@10")),
+            _num(e.get("raw_ndcg@10")),
+            f"{e['ndcg@10'] - e['raw_ndcg@10']:+.4f}",
+        ]
+        for e in curve
+    ]
+    best_avg = max(curve, key=lambda e: e["ndcg@10"])
+    best_raw = max(curve, key=lambda e: e["raw_ndcg@10"])
+    rows.append(
+        [
+            "best",
+            _num(best_avg.get("hr@10")),
+            f"{_num(best_avg['ndcg@10'])} (epoch {best_avg['epoch'] + 1})",
+            _num(best_raw.get("raw_hr@10")),
+            f"{_num(best_raw['raw_ndcg@10'])} (epoch {best_raw['epoch'] + 1})",
+            f"{best_avg['ndcg@10'] - best_raw['raw_ndcg@10']:+.4f}",
+        ]
+    )
+    header = ["Epoch", "Avg HR@10", "Avg NDCG@10", "Raw HR@10", "Raw NDCG@10", "Avg - raw NDCG"]
+    return [
+        f"### {path.stem}",
+        "",
+        f"Source: {_link(path.name)} (`valid_by_epoch`), config `{data.get('config', DASH)}`.",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
 def paired_section(path: Path, data: dict) -> list[str]:
     """One comparison of two runs on the same queries (recsys bench paired): each metric's
     gap with its interval and p-value, and for HR@K the queries only one model hits."""
@@ -428,7 +468,7 @@ def other_row(path: Path, data: Any, plots: set[str]) -> list[str]:
 def render(results_dir: Path) -> str:
     """The whole of docs/RESULTS.md for the JSON files in `results_dir`."""
     plots = {p.name for p in results_dir.glob("*.png")}
-    accuracy, paired, retrieval, others = [], [], [], []
+    accuracy, paired, retrieval, others, averaging = [], [], [], [], []
     for path in sorted(results_dir.glob("*.json")):
         data = _load(path)
         if path.name.startswith("accuracy-") and isinstance(data, dict) and "rows" in data:
@@ -439,6 +479,8 @@ def render(results_dir: Path) -> str:
             retrieval += retrieval_section(path, data, plots)
         else:
             others.append(other_row(path, data, plots))
+            if isinstance(data, dict):
+                averaging += averaging_section(path, data)
     lines = [
         "# Results",
         "",
@@ -457,6 +499,19 @@ def render(results_dir: Path) -> str:
         "",
         *(accuracy or ["No accuracy summaries yet.", ""]),
         *steps_section(results_dir),
+        *(
+            [
+                "### Weight averaging, on validation",
+                "",
+                "Runs with `training.ema_decay`: at every validation the same run ranks the",
+                "validation queries with its moving average of the weights (what selection",
+                "uses) and with the raw weights it trains, so the gap is the average's alone.",
+                "",
+                *averaging,
+            ]
+            if averaging
+            else []
+        ),
         "## Paired comparisons",
         "",
         "Two trained runs ranking the same queries: each metric's gap, a over b, with an",

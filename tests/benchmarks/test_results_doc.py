@@ -14,6 +14,7 @@ from benchmarks.bench_results_doc import (
     README_RETRIEVAL_END,
     README_RETRIEVAL_START,
     README_START,
+    averaging_section,
     readme_retrieval_table,
     readme_table,
     render,
@@ -188,6 +189,25 @@ def test_recipe_steps_table_reads_validation_figures_in_the_given_order(tmp_path
     with pytest.raises(ValueError, match="no row named 'beauty-x'"):
         steps_section(results, ("beauty", (("beauty-x", "missing"),)))
     assert steps_section(results, ("ml-1m", (("a", "b"),))) == []  # no summary: no table
+
+
+def test_averaging_table_sets_the_average_beside_the_raw_weights(tmp_path: Path) -> None:
+    run = {
+        "config": "configs/x.yaml",
+        "valid_by_epoch": [
+            {"epoch": 0, "hr@10": 0.1, "ndcg@10": 0.05, "raw_hr@10": 0.12, "raw_ndcg@10": 0.06},
+            {"epoch": 1, "hr@10": 0.3, "ndcg@10": 0.2, "raw_hr@10": 0.25, "raw_ndcg@10": 0.15},
+        ],
+    }
+    lines = averaging_section(tmp_path / "ml-1m-x.json", run)
+    assert lines[0] == "### ml-1m-x"
+    body = [line for line in lines if line.startswith("| 1 ") or line.startswith("| best")]
+    assert body == [
+        "| 1 | 0.1000 | 0.0500 | 0.1200 | 0.0600 | -0.0100 |",
+        "| best | 0.3000 | 0.2000 (epoch 2) | 0.2500 | 0.1500 (epoch 2) | +0.0500 |",
+    ]
+    # runs without raw figures (no weight averaging) get no table
+    assert averaging_section(tmp_path / "y.json", {"valid_by_epoch": [{"epoch": 0}]}) == []
 
 
 def test_check_fails_on_a_stale_doc_and_passes_once_written(
