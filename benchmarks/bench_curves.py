@@ -1,12 +1,16 @@
 """Validation curves of finished training runs, side by side at equal epochs.
 
-Reads each run directory's CSV logs (resumed runs included) and writes the per-epoch
-validation hr@10 / ndcg@10 of every run, plus, for each epoch that every run reached, the
-runs' values next to each other: how two similarities compare at an equal training budget
-even when one of them ran longer. Trains nothing.
+Reads each run directory's CSV logs (resumed runs included), or a committed per-run result
+of `recsys bench accuracy` (its `valid_by_epoch`, for a run whose directory is gone), and
+writes the per-epoch validation hr@10 / ndcg@10 of every run, plus, for each epoch that
+every run reached, the runs' values next to each other: how two similarities compare at an
+equal training budget even when one of them ran longer. A run trained with weight averaging
+(`training.ema_decay`) gives two curves, its average's and its raw weights'. Trains nothing.
 
     recsys bench curves --name beauty-cpu \\
         runs/bench/beauty-beauty-sasrec-dot-cpu runs/bench/beauty-beauty-sasrec-mol-cpu
+    recsys bench curves --name ml-1m-ema benchmarks/results/ml-1m-ml-1m-hstu-mol-pp192-cpu.json \\
+        runs/bench/ml-1m-ml-1m-hstu-mol-pp192-ema-cpu-...
 
 Writes benchmarks/results/curves-<name>.json with provenance, and curves-<name>.png:
 validation hr@10 and ndcg@10 against epoch and, where the runs logged it
@@ -39,6 +43,40 @@ def equal_epochs(curves: dict[str, list[dict]]) -> list[dict]:
         }
         for e in common
     ]
+
+
+RAW = " (raw weights)"
+
+
+def source_curves(source: Path) -> dict[str, list[dict]]:
+    """{name: curve} of one source: a run directory (its CSV logs, named after it) or a per-run
+    result file (its valid_by_epoch, named after the file). With raw-weight figures (weight
+    averaging), a second curve "NAME (raw weights)" holds them."""
+    if source.is_file():
+        curve = json.loads(source.read_text()).get("valid_by_epoch") or []
+    else:
+        curve = validation_curve(source)
+    name = source.stem if source.is_file() else source.name
+    curves = {name: [{k: v for k, v in r.items() if not k.startswith("raw_")} for r in curve]}
+    raw = [r for r in curve if "raw_hr@10" in r]
+    if raw:
+        curves[name + RAW] = [
+            {
+                "epoch": r["epoch"],
+                "hr@10": r["raw_hr@10"],
+                "ndcg@10": r["raw_ndcg@10"],
+                **({"elapsed_s": r["elapsed_s"]} if "elapsed_s" in r else {}),
+            }
+            for r in raw
+        ]
+    return curves
+
+
+def source_config(source: Path) -> dict | str | None:
+    """A run directory's config (run_config.yaml), or the config path a result file names."""
+    if source.is_file():
+        return json.loads(source.read_text()).get("config")
+    return run_config(source)
 
 
 def run_config(run: Path) -> dict | None:
@@ -87,19 +125,26 @@ def plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recsys bench curves", description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", type=Path, help="run directories (with logs/)")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        help="run directories (with logs/) or per-run result files (ml-1m-ml-1m-NAME.json)",
+    )
     p.add_argument("--name", required=True, help="results file: curves-NAME.json")
     args = p.parse_args(argv)
-    curves = {}
+    curves: dict[str, list[dict]] = {}
     for run in args.runs:
-        curve = validation_curve(run)
-        if not curve:
-            p.error(f"{run}: no validation rows in {run}/logs/version_*/metrics.csv")
-        curves[run.name] = curve
+        found = source_curves(run)
+        if not any(found.values()):
+            where = "valid_by_epoch" if run.is_file() else "logs/version_*/metrics.csv"
+            p.error(f"{run}: no validation rows in its {where}")
+        curves |= found
     payload = {
         "benchmark": "validation curves at equal epochs",
-        "runs": {str(run): curves[run.name] for run in args.runs},
-        "configs": {str(run): run_config(run) for run in args.runs},
+        "runs": curves,
+        "sources": [str(run) for run in args.runs],
+        "configs": {str(run): source_config(run) for run in args.runs},
         "equal_epochs": equal_epochs(curves),
         "provenance": provenance(command_line("recsys bench curves", argv)),
     }

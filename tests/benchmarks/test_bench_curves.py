@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from benchmarks.bench_curves import equal_epochs, plot, run_config, validation_curve
+from benchmarks.bench_curves import (
+    equal_epochs,
+    plot,
+    run_config,
+    source_config,
+    source_curves,
+    validation_curve,
+)
 
 
 def _log(path: Path, rows: list[tuple[int, float, float]]) -> None:
@@ -59,3 +67,20 @@ def test_raw_weights_are_read_beside_the_average(tmp_path: Path) -> None:
     assert validation_curve(tmp_path / "r") == [
         {"epoch": 0, "hr@10": 0.2, "ndcg@10": 0.1, "raw_hr@10": 0.18, "raw_ndcg@10": 0.09}
     ]
+
+
+def test_a_result_file_is_a_source_and_raw_weights_get_their_own_curve(tmp_path: Path) -> None:
+    result = tmp_path / "ml-1m-ml-1m-x.json"
+    epoch = {"epoch": 0, "hr@10": 0.2, "ndcg@10": 0.1, "elapsed_s": 60.0}
+    raw = {"raw_hr@10": 0.18, "raw_ndcg@10": 0.09}
+    result.write_text(json.dumps({"config": "configs/x.yaml", "valid_by_epoch": [epoch | raw]}))
+    assert source_curves(result) == {
+        "ml-1m-ml-1m-x": [epoch],
+        "ml-1m-ml-1m-x (raw weights)": [
+            {"epoch": 0, "hr@10": 0.18, "ndcg@10": 0.09, "elapsed_s": 60.0}
+        ],
+    }
+    assert source_config(result) == "configs/x.yaml"
+    # a run directory without weight averaging: one curve, named after the directory
+    _log(tmp_path / "plain/logs/version_0", [(0, 0.1, 0.05)])
+    assert list(source_curves(tmp_path / "plain")) == ["plain"]
