@@ -53,7 +53,7 @@ def source_curves(source: Path) -> dict[str, list[dict]]:
     result file (its valid_by_epoch, named after the file). With raw-weight figures (weight
     averaging), a second curve "NAME (raw weights)" holds them."""
     if source.is_file():
-        curve = json.loads(source.read_text()).get("valid_by_epoch") or []
+        curve = _result(source).get("valid_by_epoch") or []
     else:
         curve = validation_curve(source)
     name = source.stem if source.is_file() else source.name
@@ -75,8 +75,19 @@ def source_curves(source: Path) -> dict[str, list[dict]]:
 def source_config(source: Path) -> dict | str | None:
     """A run directory's config (run_config.yaml), or the config path a result file names."""
     if source.is_file():
-        return json.loads(source.read_text()).get("config")
+        return _result(source).get("config")
     return run_config(source)
+
+
+def _result(path: Path) -> dict:
+    """A per-run result file of `recsys bench accuracy`, or ValueError saying why not."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable per-run result JSON ({e})") from e
+    if not isinstance(result, dict) or not isinstance(result.get("valid_by_epoch", []), list):
+        raise ValueError(f"{path}: expected a per-run result with a valid_by_epoch list")
+    return result
 
 
 def run_config(run: Path) -> dict | None:
@@ -135,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     curves: dict[str, list[dict]] = {}
     for run in args.runs:
-        found = source_curves(run)
+        try:
+            found = source_curves(run)
+        except ValueError as e:
+            p.error(str(e))
         if not any(found.values()):
             where = "valid_by_epoch" if run.is_file() else "logs/version_*/metrics.csv"
             p.error(f"{run}: no validation rows in its {where}")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.bench_curves import (
     equal_epochs,
+    main,
     plot,
     run_config,
     source_config,
@@ -84,3 +87,17 @@ def test_a_result_file_is_a_source_and_raw_weights_get_their_own_curve(tmp_path:
     # a run directory without weight averaging: one curve, named after the directory
     _log(tmp_path / "plain/logs/version_0", [(0, 0.1, 0.05)])
     assert list(source_curves(tmp_path / "plain")) == ["plain"]
+
+
+def test_a_source_file_that_is_not_a_result_is_named_in_the_error(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "notes.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=r"notes\.json: not a readable per-run result JSON"):
+        source_curves(bad)
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"list\.json: expected a per-run result"):
+        source_config(listed)
+    with pytest.raises(SystemExit):
+        main(["--name", "x", str(bad)])
+    assert "notes.json: not a readable per-run result JSON" in capsys.readouterr().err
