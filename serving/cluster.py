@@ -740,7 +740,7 @@ def _ray_start(argv: list[str]) -> None:
     # Ray's address resolution (ray._private.services) keeps loopback.
     shim = types.ModuleType(ray_constants.__name__)
     shim.__dict__.update(vars(ray_constants))
-    shim.ENABLE_RAY_CLUSTER = True
+    shim.ENABLE_RAY_CLUSTER = True  # type: ignore[attr-defined]
     scripts.ray_constants = shim  # type: ignore[attr-defined]
     sys.argv = ["ray", "start", *argv]
     scripts.main()

@@ -80,7 +80,7 @@ def _use_token_auth() -> None:
         return
     os.environ[AUTH_MODE_ENV] = "token"
     os.environ.setdefault(AUTH_TOKEN_ENV, secrets.token_hex(32))
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()

@@ -235,6 +235,7 @@ class MoLSimilarity(nn.Module):
             if param.dim() >= 2:
                 nn.init.xavier_normal_(param)
         for layer in (self.item_proj, self.query_gate[0], self.item_gate[0]):
+            assert isinstance(layer, nn.Linear)
             nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.cross_in.bias)
         nn.init.zeros_(self.cross_out.bias)

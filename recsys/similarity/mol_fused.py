@@ -173,6 +173,7 @@ def negatives_chunk(
     if idx is None:
         d_ax = (d_z * a_q.unsqueeze(1)).sum(dim=0)
     else:
+        assert flat_idx is not None
         d_ax = (torch.zeros_like(a_x) if into is None else into[1]).index_add_(
             0, flat_idx, (d_z * a_q.unsqueeze(1)).reshape(c * r, -1)
         )
@@ -307,7 +308,7 @@ def _run_chunks(
             dropout,
             training,
             need,
-            offset=offset[start:stop] if per_row_offset else offset,
+            offset=offset[start:stop] if offset is not None and per_row_offset else offset,
             into=into,
         )
         total = total + out.loss_sum

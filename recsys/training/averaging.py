@@ -22,6 +22,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from recsys.evaluation import rank_batch
 from recsys.metrics import compute_metrics
+from recsys.training.module import SeqRecModule
 
 RAW_PREFIX = "valid_raw"
 
@@ -42,8 +43,10 @@ class RawValidation(Callback):
             loader = loader[0] if loader else None
         if loader is None:
             return
-        model = pl_module.model  # type: ignore[attr-defined]
-        bf16 = bool(pl_module.training_config.eval_bf16)  # type: ignore[attr-defined]
+        if not isinstance(pl_module, SeqRecModule):
+            raise TypeError(f"RawValidation ranks a SeqRecModule's model, got {type(pl_module)}")
+        model = pl_module.model
+        bf16 = pl_module.training_config.eval_bf16
         users, ranks, top = [], [], []
         with torch.no_grad():
             for batch in loader:
