@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check recsys pipelines serving app tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -p no:cacheprovider tests
 
 # The edit-test loop: everything but the slow and integration tests (Ray, real data).
