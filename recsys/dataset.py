@@ -140,7 +140,7 @@ def write_dataset(
     with atomic_dir(path) as tmp:
         items.write_parquet(tmp / "items.parquet")
         users.write_parquet(tmp / "users.parquet")
-        # Level 1 halves the write time at 20M events for a file ~4% larger.
+        # Level 1: much faster to write at 20M events, for a slightly larger file.
         sequences.write_parquet(tmp / "sequences.parquet", compression_level=1)
         (tmp / "stats.json").write_text(json.dumps(full_stats, indent=2) + "\n")
     return Path(path)

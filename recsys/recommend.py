@@ -46,11 +46,9 @@ MOL_RETRIEVERS = {"exact": "brute_force", "rails": "topk_avg"}
 DOT_RETRIEVERS = {"exact": "dot", "rails": "dot"}
 # Candidates "rails" (TopKAvg) rescores per query in serving and batch jobs: max(budget,
 # RAILS_PER_K * k). Rescoring dominates a request's model time, so the budget follows k.
-# On the trained ML-1M HSTU+MoL bundle (3,706 items, 20 epochs;
-# benchmarks/results/retrieval-ml-1m-cpu.json, 512 queries) TopKAvg's recall of the exact
-# top-10 is 0.973-0.982 at 256 candidates and 0.990-0.994 at 512, and of the exact top-100
-# 0.988 at 1024. Check it on a new bundle with `recsys bench serve` (rails_recall) and raise
-# the budget for large catalogs.
+# TopKAvg's recall of the exact top-k against its budget, on a trained ML-1M HSTU+MoL
+# bundle: benchmarks/results/retrieval-ml-1m-cpu.json. Check it on a new bundle with
+# `recsys bench serve` (rails_recall) and raise the budget for large catalogs.
 DEFAULT_RAILS_BUDGET = 512
 RAILS_PER_K = 10
 

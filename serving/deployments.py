@@ -61,11 +61,10 @@ class ServiceConfig:
     users whose stored-history query is kept between requests (0 = none); model_thread:
     run each batch in a worker thread, so the event loop keeps accepting requests meanwhile,
     instead of inline on the event loop. Inline is the default: in a worker thread the model
-    and the event loop contend for the GIL between torch calls. On the 2-core machine, at
-    c = 32, inline answered 290 vs 268 user and 236 vs 178 history requests/s behind Serve's
-    proxy, and 1,194 vs 1,012 user and 730 vs 579 history requests/s behind HAProxy
-    (benchmarks/results/serve-ml-1m.json, layouts "single" and "threaded"); the thread won
-    at c = 8 behind HAProxy (838 vs 772 user requests/s).
+    and the event loop contend for the GIL between torch calls. On the 2-core machine inline
+    answered more requests/s at 32 concurrent clients behind both proxies, the thread more
+    at 8 behind HAProxy (benchmarks/results/serve-ml-1m.json, layouts "single" and
+    "threaded").
     """
 
     bundle_path: str

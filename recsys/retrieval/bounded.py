@@ -47,8 +47,8 @@ pass, which they skip (a query that the sample misses is found by the pass), and
    rescored as above. Every exact top-k item has phi >= S, hence a gate bound >= S: exact;
 5. otherwise brute force scores them (it shares contiguous item blocks across the batch
    and needs no gather).
-On the 1M catalog (benchmarks/results/bounded-stages-1M-cpu.json) 4 of 32 queries are
-dense, and the gate bound keeps 0.22-0.30% of the catalog for them.
+On the 1M synthetic catalog a few queries of a batch are dense, and the gate bound keeps
+a small fraction of the catalog for them (benchmarks/results/bounded-stages-1M-cpu.json).
 
 Shapes: B queries, N catalog size, P_Q / P_X components, d_P component dim, c items per
 block, K top-k.

@@ -15,10 +15,10 @@ TopKAvg items with full MoL, sums their gate weights pi (B, P_Q * P_X) over thos
 over the item components into u (B, P_Q), and searches once more with the query
 sum_i u_i f_i (the scale of u does not change the ranking). It costs a second search and
 the probe's rescoring, and puts more of the exact top-k among the first candidates. On the
-trained ML-1M and Beauty bundles it barely paid: at equal budget it changed recall@10 by
--0.1 to +3.2 points, but at equal latency plain TopKAvg with a larger budget came within
-0.5 points of it at batch 32 and beat it at batch 1 (benchmarks/results/retrieval-ml-1m-cpu.json,
-retrieval-beauty-cpu.json, "pN" methods). So it is off by default.
+trained ML-1M and Beauty bundles it barely paid: at equal latency plain TopKAvg with a
+larger budget came close to it at batch 32 and beat it at batch 1
+(benchmarks/results/retrieval-ml-1m-cpu.json, retrieval-beauty-cpu.json, "pN" methods). So
+it is off by default.
 
 Exclusion is applied inside the candidate searches too (exact over-fetching of k' + E
 results when a row excludes E items, or a mask on the scores when E is large), so excluded

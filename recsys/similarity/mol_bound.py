@@ -22,14 +22,13 @@ min SiLU > -0.2785 gives W >= |U| e^{-0.2785}, so
 
 The bound needs the exact component logits s and the cross gate's hidden layer (every
 gate logit depends on all of s), but only |T| of the P output rows and none of the
-softmax. On the 1M catalog (benchmarks/results/bounded-stages-1M-cpu.json) it keeps
-0.22-0.30% of the items for the 4 queries of 32 that max_k s_k leaves dense, and the gate
-pass plus rescoring takes 1.07 s against 1.39 s of brute force on them. It pays only
-when few components reach the threshold: every such component must be in T (an item
-whose unchosen logit reaches it cannot be pruned). On the trained ML-1M (P = 32) and
-Beauty (P = 64) bundles most components do (about 20 and 40 on a batch of 32 we looked
-at), and with T that large the bound costs as much as the score (bounded-exact then uses
-brute force: `BoundedConfig.gate_share`).
+softmax. On the 1M synthetic catalog it keeps a small fraction of the items for the
+queries that max_k s_k leaves dense, and the gate pass plus rescoring beats brute force on
+them (benchmarks/results/bounded-stages-1M-cpu.json). It pays only when few components
+reach the threshold: every such component must be in T (an item whose unchosen logit
+reaches it cannot be pruned). On the trained ML-1M (P = 32) and Beauty (P = 64) bundles
+most components do, and with T that large the bound costs as much as the score
+(bounded-exact then uses brute force: `BoundedConfig.gate_share`).
 
 Shapes: B queries, X items, S sample items, P = P_Q * P_X logits, T chosen components,
 H gate hidden size.
