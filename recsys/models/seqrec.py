@@ -217,6 +217,20 @@ def build_similarity(config: DotConfig | MoLConfig, dim: int) -> DotSimilarity |
     return DotSimilarity(config, dim)
 
 
+def index_draws(ids: Tensor, num_items: int) -> tuple[Tensor, Tensor]:
+    """ids (n, R) items drawn from 1..num_items -> (items (U,), idx (n, R)), items[idx] == ids.
+
+    The items whose parts a step computes once, and where each draw finds them. With fewer
+    draws than the catalog has items: the distinct items drawn (torch.unique). With at
+    least as many (the per-position negatives of a full batch draw every item many times
+    over): the catalog itself and idx = ids - 1, which saves unique's sort of every draw.
+    """
+    if ids.numel() >= num_items:
+        return torch.arange(1, num_items + 1, device=ids.device), ids - 1
+    items, idx = torch.unique(ids, return_inverse=True)
+    return items, idx.view(ids.shape)
+
+
 class SeqRecModel(nn.Module):
     """Item embedding (N+1, D, padding 0) + encoder + final LayerNorm + similarity."""
 
@@ -309,9 +323,9 @@ class SeqRecModel(nn.Module):
         num_items = self.num_items
         if negatives.kind == "per_position":
             ids = torch.randint(1, num_items + 1, (n, r), device=device)
-            distinct, idx = torch.unique(ids, return_inverse=True)
+            items, idx = index_draws(ids, num_items)
             offset = self._uniform_offset(negatives, device)
-            return distinct, idx.view(n, r), ids != targets.unsqueeze(1), offset
+            return items, idx, ids != targets.unsqueeze(1), offset
         r_batch = {"in_batch": r, "mixed": round(r * negatives.in_batch_fraction)}.get(
             negatives.kind, 0
         )

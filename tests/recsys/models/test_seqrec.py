@@ -13,7 +13,13 @@ import torch.nn.functional as F
 from recsys.losses import sampled_softmax_rows
 from recsys.models.hstu import HSTUConfig
 from recsys.models.sasrec import SASRecConfig
-from recsys.models.seqrec import ModelConfig, ModelSpec, NegativesConfig, SeqRecModel
+from recsys.models.seqrec import (
+    ModelConfig,
+    ModelSpec,
+    NegativesConfig,
+    SeqRecModel,
+    index_draws,
+)
 from recsys.similarity.dot import DotConfig
 from recsys.similarity.mol import MoLConfig
 
@@ -444,3 +450,16 @@ def test_hard_negatives_config_is_checked():
         NegativesConfig(hard=2, hard_weight=0.0)
     with pytest.raises(ValueError, match="does not apply to kind 'full'"):
         NegativesConfig("full", hard=2)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (4, 6), (1, 1), (0, 5)])
+def test_index_draws_maps_every_draw_to_its_item(shape):
+    """Both ways of indexing drawn negatives (the distinct draws, or the whole catalog once
+    the draws outnumber it) give items[idx] == ids, items distinct and in 1..N."""
+    ids = torch.randint(1, N + 1, shape, generator=torch.Generator().manual_seed(3))
+    items, idx = index_draws(ids, N)
+    assert idx.shape == ids.shape
+    assert torch.equal(items[idx], ids)
+    assert items.unique().numel() == items.numel()
+    assert items.numel() == (N if ids.numel() >= N else ids.unique().numel())
+    assert bool(((items >= 1) & (items <= N)).all())
