@@ -18,6 +18,7 @@ from benchmarks.bench_results_doc import (
     readme_retrieval_table,
     readme_table,
     render,
+    seeds_section,
     steps_section,
     with_readme_table,
 )
@@ -296,3 +297,22 @@ def test_committed_results_doc_is_current() -> None:
 def test_readme_stays_short() -> None:
     """The README is for users; the full record is docs/RESULTS.md."""
     assert len((REPO / "README.md").read_text()) <= 8000
+
+
+def test_seeds_table_sets_runs_of_one_recipe_side_by_side_with_their_spread(
+    tmp_path: Path,
+) -> None:
+    results = _results(tmp_path)
+    (results / "beauty-beauty-mol.json").write_text(json.dumps({"seed": 43}))
+    groups = (("beauty", (("Two runs", ("beauty-dot", "beauty-mol")),)),)
+    lines = seeds_section(results, groups)
+    assert lines[0] == "### Seeds: the same recipe trained again"
+    assert "| beauty-dot | – | 0.0250 | 0.0500 | 0.0314 | 0.2500 | 0.5000 | 0.0200 | 7/9 |" in lines
+    assert (
+        "| beauty-mol | 43 | 0.0300 | 0.0600 | 0.0314 | 0.2500 | 0.5000 | 0.0200 | 7/9 |" in lines
+    )
+    spread = "| spread (max - min) |  | 0.0050 | 0.0100 | 0.0000 | 0.0000 | 0.0000 | 0.0000 |  |"
+    assert spread in lines
+    with pytest.raises(ValueError, match="no row named 'beauty-x'"):
+        seeds_section(results, (("beauty", (("x", ("beauty-x",)),)),))
+    assert seeds_section(results, ()) == []
