@@ -391,6 +391,8 @@ def seeds_section(results_dir: Path, groups=SEED_GROUPS) -> list[str]:
     metrics = ("hr@10", "ndcg@10", "hr@50", "hr@200", "mrr")
     for dataset, recipes in groups:
         name = f"accuracy-{dataset}.json"
+        if not (results_dir / name).is_file():
+            continue
         rows_by_name = {r.get("name"): r for r in _load(results_dir / name)["rows"]}
         for about, row_names in recipes:
             body, columns = [], []

@@ -316,3 +316,4 @@ def test_seeds_table_sets_runs_of_one_recipe_side_by_side_with_their_spread(
     with pytest.raises(ValueError, match="no row named 'beauty-x'"):
         seeds_section(results, (("beauty", (("x", ("beauty-x",)),)),))
     assert seeds_section(results, ()) == []
+    assert seeds_section(results, (("ml-1m", (("x", ("a",)),)),)) == []  # no summary: no table
