@@ -316,9 +316,10 @@ class SeqRecModel(nn.Module):
     def _negatives(
         self, targets: Tensor, negatives: NegativesConfig
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
-        """targets (n,) -> (negative item ids (R,) or distinct ids (U,), idx (n, R) | None,
-        valid (n, R) bool, logit offset (R,) | None). Sampled kinds only ("full" uses the
-        catalog as it is); the offset is the logQ correction when asked for."""
+        """targets (n,) -> (negative item ids (R,), or the items idx points into (U,):
+        see index_draws; idx (n, R) | None; valid (n, R) bool; logit offset (R,) | None).
+        Sampled kinds only ("full" uses the catalog as it is); the offset is the logQ
+        correction when asked for."""
         n, r, device = targets.shape[0], negatives.num, targets.device
         num_items = self.num_items
         if negatives.kind == "per_position":
