@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -347,18 +348,30 @@ def retrieval_section(path: Path, data: dict, plots: set[str]) -> list[str]:
     ]
 
 
+def _named_rows(
+    results_dir: Path, dataset: str, names: Sequence[str], listed_in: str
+) -> list[dict] | None:
+    """The rows of accuracy-<dataset>.json with these names, in order; None without the
+    file; ValueError naming `listed_in` for a name it does not hold."""
+    name = f"accuracy-{dataset}.json"
+    if not (results_dir / name).is_file():
+        return None
+    rows_by_name = {r.get("name"): r for r in _load(results_dir / name)["rows"]}
+    missing = [n for n in names if n not in rows_by_name]
+    if missing:
+        raise ValueError(f"{name}: no row named {missing[0]!r} ({listed_in})")
+    return [rows_by_name[n] for n in names]
+
+
 def steps_section(results_dir: Path, steps=RECIPE_STEPS) -> list[str]:
     """What each recipe step bought on validation: one line per RECIPE_STEPS run."""
     dataset, named = steps
     name = f"accuracy-{dataset}.json"
-    if not (results_dir / name).is_file():
+    found = _named_rows(results_dir, dataset, [row_name for row_name, _ in named], "RECIPE_STEPS")
+    if found is None:
         return []
-    rows_by_name = {r.get("name"): r for r in _load(results_dir / name)["rows"]}
     rows = []
-    for row_name, change in named:
-        row = rows_by_name.get(row_name)
-        if row is None:
-            raise ValueError(f"{name}: no row named {row_name!r} (RECIPE_STEPS)")
+    for (row_name, change), row in zip(named, found, strict=True):
         valid = row.get("valid", {})
         rows.append(
             [
@@ -391,15 +404,12 @@ def seeds_section(results_dir: Path, groups=SEED_GROUPS) -> list[str]:
     metrics = ("hr@10", "ndcg@10", "hr@50", "hr@200", "mrr")
     for dataset, recipes in groups:
         name = f"accuracy-{dataset}.json"
-        if not (results_dir / name).is_file():
-            continue
-        rows_by_name = {r.get("name"): r for r in _load(results_dir / name)["rows"]}
         for about, row_names in recipes:
+            found = _named_rows(results_dir, dataset, row_names, "SEED_GROUPS")
+            if found is None:
+                continue
             body, columns = [], []
-            for row_name in row_names:
-                row = rows_by_name.get(row_name)
-                if row is None:
-                    raise ValueError(f"{name}: no row named {row_name!r} (SEED_GROUPS)")
+            for row_name, row in zip(row_names, found, strict=True):
                 run_file = results_dir / f"{dataset}-{row_name}.json"
                 seed = _load(run_file).get("seed", DASH) if run_file.is_file() else DASH
                 values = [row.get("valid", {}).get("ndcg@10")]
