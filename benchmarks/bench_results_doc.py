@@ -129,7 +129,7 @@ RECIPE_STEPS = (
         ("ml-1m-hstu-mol-pp192-cpu", "192 negatives per position: the selected model"),
         (
             "ml-1m-hstu-mol-pp192-es6-cpu",
-            "the same run stopped after 6 epochs without a validation gain: within three hours",
+            "the same recipe, stopped after 6 epochs without a validation gain: within three hours",
         ),
         (
             "ml-1m-hstu-dot-sampled-pp192-cpu",
