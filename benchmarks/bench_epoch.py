@@ -1,5 +1,6 @@
-"""Training speed on real data: random batches against length batches, in one process.
+"""Training speed on real data: two settings of one config, alternated in one process.
 
+`--compare batching` (the default): random batches against length batches.
 `training.batching: length` (recsys.training.data.LengthBatchSampler) groups windows of
 about the same length so the encoder does not run over padding, while keeping the number of
 batches per epoch and the targets per batch of random batches. This benchmark trains one
@@ -11,9 +12,15 @@ encoder positions per step (padding included) and the targets per step. Both bat
 have the same number of batches per epoch, so the ratio of the step times is the ratio of
 the epochs.
 
-    recsys bench epoch --config configs/ml-1m-hstu-mol-pp32-cpu.yaml
+`--compare compile_mol`: the MoL negatives' gate maths eager against compiled
+(`training.compile_mol`), on the same batches; a compiled round's first steps compile, so
+keep --warmup above the few steps that takes.
 
-Writes benchmarks/results/epoch-<dataset>-cpu.json (or --out). Skips when the data is absent.
+    recsys bench epoch --config configs/ml-1m-hstu-mol-pp32-cpu.yaml
+    recsys bench epoch --config configs/ml-1m-hstu-mol-pp192-cpu.yaml --compare compile_mol
+
+Writes benchmarks/results/epoch-<dataset>-cpu.json (batching) or
+epoch-<dataset>-compile-cpu.json (or --out). Skips when the data is absent.
 """
 
 from __future__ import annotations
@@ -37,7 +44,11 @@ from recsys.malloc import tune_malloc
 from recsys.provenance import REPO_ROOT, provenance
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-BATCHINGS = ("random", "length")
+# compared setting -> (label, value) of its two arms, baseline first
+COMPARISONS: dict[str, tuple[tuple[str, Any], tuple[str, Any]]] = {
+    "batching": (("random", "random"), ("length", "length")),
+    "compile_mol": (("eager", False), ("compiled", True)),
+}
 
 
 class StepTimer(L.Callback):
@@ -58,11 +69,12 @@ class StepTimer(L.Callback):
         self.targets.append(int((batch.item_ids[:, 1:] != 0).sum()))
 
 
-def measure(config, data_dir: Path, data, batching: str, steps: int) -> StepTimer:
-    """Train a fresh model of `config` for `steps` steps with `batching`; the step timer."""
+def measure(config, data_dir: Path, data, field: str, value: Any, steps: int) -> StepTimer:
+    """Train a fresh model of `config` for `steps` steps with training.`field` = `value`;
+    the step timer."""
     from recsys.training.run import _modules, _trainer_settings
 
-    config = replace(config, training=replace(config.training, batching=batching))
+    config = replace(config, training=replace(config.training, **{field: value}))
     module, datamodule = _modules(config, data_dir, data)
     timer = StepTimer()
     settings = _trainer_settings(config.training)
@@ -88,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=Path("configs/ml-1m-hstu-mol-pp32-cpu.yaml"))
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per round")
     parser.add_argument("--warmup", type=int, default=3, help="steps of a round not timed")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of (random, length)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the two settings")
+    parser.add_argument(
+        "--compare", choices=sorted(COMPARISONS), default="batching", help="the setting compared"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--data-cache", default="data", help="where prepared datasets are kept")
     parser.add_argument("--out", type=Path, default=None)
@@ -109,36 +124,39 @@ def main(argv: list[str] | None = None) -> int:
     windows = TrainSet(data, config.max_len, config.data.train_window, config.training.seed)
     batches_per_epoch = math.ceil(len(windows) / config.training.batch_size)  # either batching
     load_at_start = list(os.getloadavg())
-    rounds: dict[str, list[dict[str, float]]] = {b: [] for b in BATCHINGS}
+    arms = COMPARISONS[args.compare]
+    rounds: dict[str, list[dict[str, float]]] = {label: [] for label, _ in arms}
     for r in range(args.rounds):
-        for batching in BATCHINGS:
-            timer = measure(config, data_dir, data, batching, args.steps)
+        for label, value in arms:
+            timer = measure(config, data_dir, data, args.compare, value, args.steps)
             w = args.warmup
             row = {
                 "s_per_step": statistics.fmean(timer.seconds[w:]),
                 "positions_per_step": statistics.fmean(timer.positions[w:]),
                 "targets_per_step": statistics.fmean(timer.targets[w:]),
             }
-            rounds[batching].append(row)
+            rounds[label].append(row)
             print(
-                f"round {r} {batching:>6}: {row['s_per_step']:.3f} s/step, "
+                f"round {r} {label:>8}: {row['s_per_step']:.3f} s/step, "
                 f"{row['positions_per_step']:.0f} positions, {row['targets_per_step']:.0f} targets"
             )
     results: dict[str, Any] = {}
-    for batching, rows in rounds.items():
+    for label, rows in rounds.items():
         step = statistics.median(x["s_per_step"] for x in rows)
-        results[batching] = {
+        results[label] = {
             "median_s_per_step": step,
             "projected_epoch_s": step * batches_per_epoch,
             "positions_per_step": statistics.fmean(x["positions_per_step"] for x in rows),
             "targets_per_step": statistics.fmean(x["targets_per_step"] for x in rows),
             "rounds": rows,
         }
-    speedup = results["random"]["median_s_per_step"] / results["length"]["median_s_per_step"]
-    out = {
+    (base, _), (other, _) = arms
+    speedup = results[base]["median_s_per_step"] / results[other]["median_s_per_step"]
+    out: dict[str, Any] = {
         "benchmark": "epoch",
         "dataset": args.dataset,
         "config": str(args.config),
+        "compare": args.compare,
         "batches_per_epoch": batches_per_epoch,
         "steps": args.steps,
         "warmup": args.warmup,
@@ -146,12 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_start": load_at_start,
         "load_average_at_end": list(os.getloadavg()),
         "results": results,
-        "length_speedup": speedup,
+        f"{other}_speedup": speedup,
         "provenance": provenance(),
     }
-    path = args.out or RESULTS / f"epoch-{args.dataset}-cpu.json"
+    name = "" if args.compare == "batching" else "-compile"
+    path = args.out or RESULTS / f"epoch-{args.dataset}{name}-cpu.json"
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")
-    print(f"length batches: {speedup:.2f}x the random batches' step speed -> {path}")
+    print(f"{other}: {speedup:.2f}x the {base} step speed -> {path}")
     return 0
 
 

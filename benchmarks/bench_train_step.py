@@ -9,6 +9,8 @@ full (the most work a batch can hold). It then
 - measures this machine's fp32 and bf16 matmul peak in the same run,
 - times forward + backward + AdamW step (median after warm-up) in fp32 and bf16 autocast,
   with shared and per-position negatives,
+- with `--compiled`, also times the bf16 steps with MoL's element-wise gate maths through
+  torch.compile (`training.compile_mol`), beside the eager rows of the same run,
 - with `--parts`, also times the encoder's forward + backward and the optimizer step
   alone, so each part's time can be set against its own FLOP floor (the similarity head
   is the rest of the step),
@@ -26,7 +28,7 @@ The heap is tuned as `recsys train` tunes it (recsys.malloc); `--malloc default`
 glibc's default heap instead (the "before" of the tuned heap).
 
 Run: `python benchmarks/bench_train_step.py [--quick] [--threads N] [--before OLD.json]
-[--malloc default] [--parts]`
+[--malloc default] [--parts] [--compiled]`
 (or `recsys bench train_step ...`).
 """
 
@@ -40,6 +42,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -221,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         "--parts", action="store_true", help="also time the encoder and optimizer alone"
     )
     parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also time bf16 steps with the MoL gate maths compiled (training.compile_mol)",
+    )
+    parser.add_argument(
         "--before", type=Path, default=None, help="an earlier output to keep as 'before'"
     )
     parser.add_argument(
@@ -254,49 +262,59 @@ def main(argv: list[str] | None = None) -> int:
 
     batch = make_batch(batch_size, length)
     results = []
-    for kind in ("shared", "per_position"):
-        for precision in ("fp32", "bf16"):
-            torch.manual_seed(0)
-            model = SeqRecModel(cfg).train()
-            opt = torch.optim.AdamW(
-                model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-3
-            )
-            step = make_step(model, opt, batch, NegativesConfig(kind, num_neg), precision == "bf16")
-            wall, cpu = time_steps(step, warmup=1, steps=steps)
-            counted = counted_flops(step)
-            floor = flops["step"] / peaks[precision]
-            row = {
-                "negatives": kind,
-                "precision": precision,
-                "median_s": statistics.median(wall),
-                "median_cpu_s": statistics.median(cpu),
-                "times_s": wall,
-                "cpu_times_s": cpu,
-                "counted_flops": counted,
-                "floor_s": floor,
-                "ratio": statistics.median(wall) / floor,
-                "floor_cpu_s": flops["step"] / peaks_cpu[precision],
-                "ratio_cpu": statistics.median(cpu) / (flops["step"] / peaks_cpu[precision]),
-                "achieved_gflops": flops["step"] / statistics.median(wall) / 1e9,
-            }
-            if args.parts:
-                parts = time_parts(model, opt, batch, precision == "bf16", steps)
-                row["parts"] = parts_row(row["median_s"], parts, flops, peaks[precision])
-                print(
-                    "  parts: "
-                    + ", ".join(
-                        f"{k} {v['median_s']:.2f} s ({v['share_of_step']:.0%})"
-                        for k, v in row["parts"].items()
-                    )
-                )
-            results.append(row)
+    variants: list[tuple[Literal["shared", "per_position"], str, str]] = [
+        (kind, precision, kernel)
+        for kind in ("shared", "per_position")
+        for precision, kernel in (
+            ("fp32", "eager"),
+            ("bf16", "eager"),
+            *((("bf16", "compiled"),) if args.compiled else ()),
+        )
+    ]
+    for kind, precision, kernel in variants:
+        torch.manual_seed(0)
+        model = SeqRecModel(cfg).train()
+        model.similarity.compile_kernel = kernel == "compiled"
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-3)
+        step = make_step(model, opt, batch, NegativesConfig(kind, num_neg), precision == "bf16")
+        # a compiled kernel compiles in its first step, and again (shape-generic) for
+        # the first chunk of another size
+        wall, cpu = time_steps(step, warmup=2 if kernel == "compiled" else 1, steps=steps)
+        counted = counted_flops(step)
+        floor = flops["step"] / peaks[precision]
+        row = {
+            "negatives": kind,
+            "precision": precision,
+            "mol_kernel": kernel,
+            "median_s": statistics.median(wall),
+            "median_cpu_s": statistics.median(cpu),
+            "times_s": wall,
+            "cpu_times_s": cpu,
+            "counted_flops": counted,
+            "floor_s": floor,
+            "ratio": statistics.median(wall) / floor,
+            "floor_cpu_s": flops["step"] / peaks_cpu[precision],
+            "ratio_cpu": statistics.median(cpu) / (flops["step"] / peaks_cpu[precision]),
+            "achieved_gflops": flops["step"] / statistics.median(wall) / 1e9,
+        }
+        if args.parts:
+            parts = time_parts(model, opt, batch, precision == "bf16", steps)
+            row["parts"] = parts_row(row["median_s"], parts, flops, peaks[precision])
             print(
-                f"{kind:>12} {precision}: {row['median_s']:.2f} s/step "
-                f"({row['median_cpu_s']:.2f} CPU s), floor {floor:.2f} s, ratio "
-                f"{row['ratio']:.2f} (CPU {row['ratio_cpu']:.2f}), counted/analytic "
-                f"{counted / flops['step']:.3f}"
+                "  parts: "
+                + ", ".join(
+                    f"{k} {v['median_s']:.2f} s ({v['share_of_step']:.0%})"
+                    for k, v in row["parts"].items()
+                )
             )
-            del model, opt, step
+        results.append(row)
+        print(
+            f"{kind:>12} {precision} {kernel}: {row['median_s']:.2f} s/step "
+            f"({row['median_cpu_s']:.2f} CPU s), floor {floor:.2f} s, ratio "
+            f"{row['ratio']:.2f} (CPU {row['ratio_cpu']:.2f}), counted/analytic "
+            f"{counted / flops['step']:.3f}"
+        )
+        del model, opt, step
 
     out = {
         "benchmark": "train_step",

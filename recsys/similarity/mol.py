@@ -196,6 +196,9 @@ class MoLSimilarity(nn.Module):
         c = config
         self.config = c
         self.tau = c.tau
+        # A runtime setting, not part of the model: run the negatives' element-wise gate
+        # maths through torch.compile (TrainingConfig.compile_mol).
+        self.compile_kernel = False
         p = c.num_logits
         self.num_mlp_components = c.p_q - c.user_id_components
         # SwiGLU_{D->H}: one Linear(D -> 2H) holds both halves (gate, value).
@@ -411,6 +414,7 @@ class MoLSimilarity(nn.Module):
             neg_valid,
             chunk_pairs,
             offset,
+            compiled=self.compile_kernel,
         )
 
     def full_softmax(self, qp: QueryParts, pos: Tensor, ip: ItemParts, targets: Tensor) -> Tensor:

@@ -15,9 +15,12 @@ that
 - no permutation is done twice and no autograd graph is built per chunk.
 
 On a 2-core AVX512-BF16 CPU it ran faster than autograd through the same maths chunked
-the same way (most under bf16 autocast); `torch.compile` of this kernel was slower than
-eager there, and compiling only the gate's element-wise part gained nothing, so it stays
-eager. Step timings: benchmarks/results/train-step-cpu.json.
+the same way (most under bf16 autocast), and `torch.compile` of the whole kernel ran slower
+than eager there. Its element-wise gate maths (`gate_chain`: gates, phi, the loss and their
+derivatives, about twenty passes over (rows, R, P) tensors in eager) can run compiled into
+a few fused loops (`compiled=True`, `training.compile_mol`), with the same random numbers;
+it is opt-in because it needs a C++ compiler and compiles in the first steps. Timings:
+benchmarks/results/train-step-cpu.json and epoch-ml-1m-compile-cpu.json.
 
 The maths is exactly `MoLSimilarity.score_all` / `score_gathered` followed by
 `sampled_softmax_rows` (tests/recsys/similarity/test_mol_fused.py checks loss and every gradient
@@ -98,6 +101,73 @@ def _logits(fs: Tensor, g: Tensor, g_rows: Tensor | None) -> Tensor:
     return _swap_middle(s, c, p_q, r).view(c * r, p_q * p_x)
 
 
+def gate_chain(
+    z_c: Tensor,
+    a_q: Tensor,
+    ax: Tensor,
+    kept: Tensor | None,
+    s3: Tensor,
+    pos: Tensor,
+    valid: Tensor | None,
+    offset: Tensor | None,
+    need_grads: bool,
+    acc: torch.dtype,
+) -> tuple[Tensor, ...]:
+    """The element-wise part of one chunk, forward and backward: gates, phi, the loss.
+
+    z_c (c, R, P) = cross_out(hidden) in the compute dtype; a_q (c, P) and ax ((R or c, R),
+    P) fp32; kept an optional gate-dropout mask (1 = keep, c*R*P elements); s3 (c, R, P)
+    component logits (compute dtype); pos (c,); valid (c, R) bool; offset (R,) or (c, R).
+    Returns (loss_sum,) without gradients, else (loss_sum, d_pos, d_s (c, R, P) compute
+    dtype, d_z (c, R, P) compute dtype, d_a_q (c, P), d_a_x (like ax: per row (c, R, P),
+    or summed over the rows (R, P) when the negatives are shared), d_b2 (P,)).
+    Pure tensor code so that `torch.compile` can fuse it into a few loops (`compiled=True`
+    in `fused_sampled_softmax`).
+    """
+    z = torch.addcmul(z_c.to(acc), a_q.unsqueeze(1), ax)  # (c, R, P)
+    pi = torch.softmax(F.silu(z), dim=-1)
+    if kept is not None:
+        pi = pi * kept.view_as(pi).to(acc)
+        pi = pi / pi.sum(dim=-1, keepdim=True).clamp(min=RENORM_EPS)
+    s3 = s3.to(acc)
+    phi = (pi * s3).sum(dim=-1)  # (c, R)
+    neg = phi if offset is None else phi + offset
+    if valid is not None:
+        neg = neg.masked_fill(~valid, float("-inf"))
+    logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+    lse = torch.logsumexp(logits, dim=1)
+    loss_sum = (lse - pos).sum()
+    if not need_grads:
+        return (loss_sum,)
+    prob = torch.exp(logits - lse.unsqueeze(1))  # (c, 1+R); masked entries are 0
+    d_pos = prob[:, 0] - 1.0
+    d_s = prob[:, 1:].unsqueeze(-1) * pi  # (c, R, P): the direct path of phi = sum pi s
+    # Through pi = renorm(keep * softmax(y)), y = SiLU(z): d_y = d_phi * pi * (s - phi),
+    # with or without dropout (the renormalisation's and the softmax's correction terms
+    # cancel because sum_k pi_k s_k = phi). Exact unless the 1e-6 clamp on the kept mass
+    # is active, i.e. every kept gate < 1e-6 (then pi ~ 0 and so is this gradient).
+    d_z = torch.ops.aten.silu_backward(d_s * (s3 - phi.unsqueeze(-1)), z)  # (c, R, P)
+    d_aq = (d_z * ax).sum(dim=1)
+    d_ax = d_z * a_q.unsqueeze(1)
+    if ax.dim() == 2:  # negatives shared by the rows
+        d_ax = d_ax.sum(dim=0)
+    d_b2 = d_z.sum(dim=(0, 1))
+    cd = z_c.dtype
+    return loss_sum, d_pos, d_s.to(cd), d_z.to(cd), d_aq, d_ax, d_b2
+
+
+_COMPILED: list = []
+
+
+def _compiled_chain():
+    """`gate_chain` through torch.compile, compiled once per process (and recompiled by
+    torch for new shapes: the first time a chunk's row count differs it compiles a
+    shape-generic version)."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(gate_chain))
+    return _COMPILED[0]
+
+
 def negatives_chunk(
     fs: Tensor,
     g: Tensor,
@@ -113,6 +183,7 @@ def negatives_chunk(
     keep: Tensor | None = None,
     offset: Tensor | None = None,
     into: tuple[Tensor, Tensor] | None = None,
+    compiled: bool = False,
 ) -> ChunkGrads:
     """Summed sampled-softmax loss of c rows against their negatives, and its gradients.
 
@@ -125,13 +196,14 @@ def negatives_chunk(
     the gradients through phi are unchanged in form. into (with idx): fp32 (U, P_X, d) and
     (U, P) tensors the chunk's g and a_x gradients are added to in place (and returned),
     so a loop over chunks scatters into one buffer instead of allocating and summing a
-    catalog-sized pair per chunk.
+    catalog-sized pair per chunk. compiled: run `gate_chain` through torch.compile.
     Gradients are w.r.t. fs (the caller multiplies by 1 / tau), g, a_q, a_x, gate, pos.
     """
     c = fs.shape[0]
     r = g.shape[0] if idx is None else idx.shape[1]
     cd = fs.dtype
     acc = torch.promote_types(cd, torch.float32)  # the gate maths run in fp32 (or fp64)
+    p = a_q.shape[1]
     # per-row negatives: gathered once, for the logits and again for d fs (index_select
     # on flat rows: faster on CPU than advanced indexing g[idx])
     flat_idx = None if idx is None else idx.reshape(-1)
@@ -144,47 +216,29 @@ def negatives_chunk(
     hidden_pre = torch.addmm(gate.b1, s, gate.w1.T)  # (c*R, H)
     hidden = F.silu(hidden_pre)
     ax = a_x if flat_idx is None else torch.index_select(a_x, 0, flat_idx).view(c, r, -1)
-    z = torch.addmm(gate.b2, hidden, gate.w2.T).to(acc).view(c, r, -1)
-    z = torch.addcmul(z, a_q.unsqueeze(1), ax)  # (c, R, P) fp32
-    pi = torch.softmax(F.silu(z), dim=-1)
+    z_c = torch.addmm(gate.b2, hidden, gate.w2.T).view(c, r, -1)  # (c, R, P) compute dtype
+    kept = None
     if training and (dropout > 0.0 or keep is not None):
-        kept = random_keep(pi.shape, dropout, pi.device, acc) if keep is None else keep
-        pi = pi * kept.view_as(pi).to(acc)
-        pi = pi / pi.sum(dim=-1, keepdim=True).clamp(min=RENORM_EPS)
-    s3 = s.view(c, r, -1)
-    phi = (pi * s3).sum(dim=-1)  # (c, R) in acc (s is promoted)
-    logits = torch.cat([pos.unsqueeze(1), phi if offset is None else phi + offset], dim=1)
-    if valid is not None:
-        logits[:, 1:].masked_fill_(~valid, float("-inf"))
-    lse = torch.logsumexp(logits, dim=1)
-    loss_sum = (lse - pos).sum()
+        kept = random_keep((c, r, p), dropout, fs.device, acc) if keep is None else keep
+    chain = _compiled_chain() if compiled else gate_chain
+    out = chain(z_c, a_q, ax, kept, s.view(c, r, -1), pos, valid, offset, need_grads, acc)
+    loss_sum = out[0].detach()
     if not need_grads:
-        return ChunkGrads(loss_sum.detach(), None, None, None, None, None, None)
-
-    prob = torch.exp(logits - lse.unsqueeze(1))  # (c, 1+R); masked entries are 0
-    d_pos = prob[:, 0] - 1.0
-    d_s = prob[:, 1:].unsqueeze(-1) * pi  # (c, R, P): the direct path of phi = sum pi s
-    # Through pi = renorm(keep * softmax(y)), y = SiLU(z): d_y = d_phi * pi * (s - phi),
-    # with or without dropout (the renormalisation's and the softmax's correction terms
-    # cancel because sum_k pi_k s_k = phi). Exact unless the 1e-6 clamp on the kept mass
-    # is active, i.e. every kept gate < 1e-6 (then pi ~ 0 and so is this gradient).
-    d_z = torch.ops.aten.silu_backward(d_s * (s3 - phi.unsqueeze(-1)), z)  # (c, R, P)
-    d_aq = (d_z * ax).sum(dim=1)
+        return ChunkGrads(loss_sum, None, None, None, None, None, None)
+    _, d_pos, d_s, d_zc, d_aq, d_ax_rows, d_b2 = out
     if idx is None:
-        d_ax = (d_z * a_q.unsqueeze(1)).sum(dim=0)
+        d_ax = d_ax_rows
     else:
         assert flat_idx is not None
         d_ax = (torch.zeros_like(a_x) if into is None else into[1]).index_add_(
-            0, flat_idx, (d_z * a_q.unsqueeze(1)).reshape(c * r, -1)
+            0, flat_idx, d_ax_rows.view(c * r, -1)
         )
-    d_z2 = d_z.view(c * r, -1)
-    d_b2 = d_z2.sum(dim=0)
-    d_zc = d_z2.to(cd)
+    d_zc = d_zc.view(c * r, -1)
     d_w2 = d_zc.T @ hidden  # (P, H)
     d_hidden_pre = torch.ops.aten.silu_backward(d_zc @ gate.w2, hidden_pre)  # (c*R, H)
     d_b1 = d_hidden_pre.sum(dim=0).to(acc)  # fp32 accumulation inside, one bf16 rounding
-    d_w1 = d_hidden_pre.T @ s  # (H, P)
-    d_s2 = torch.addmm(d_s.view(c * r, -1).to(cd), d_hidden_pre, gate.w1)  # (c*R, P)
+    d_w1 = (s.T @ d_hidden_pre).T  # (H, P); this order runs faster on CPU
+    d_s2 = torch.addmm(d_s.view(c * r, -1), d_hidden_pre, gate.w1)  # (c*R, P)
     p_q, d = fs.shape[1], fs.shape[2]
     p_x = g.shape[1]
     d_s4 = _swap_middle(d_s2, c, r, p_q)  # (c, P_Q, R, P_X)
@@ -203,7 +257,7 @@ def negatives_chunk(
             torch.zeros(g.shape, dtype=acc, device=g.device) if into is None else into[0]
         ).index_add_(0, flat_idx, d_g_rows.view(c * r, p_x, d))
     return ChunkGrads(
-        loss_sum=loss_sum.detach(),
+        loss_sum=loss_sum,
         pos=d_pos,
         f=d_fs.reshape(c, p_q, d).to(acc),
         a_q=d_aq,
@@ -226,6 +280,7 @@ class _FusedSampledSoftmax(torch.autograd.Function):
         idx: Tensor | None,
         valid: Tensor | None,
         offset: Tensor | None,
+        compiled: bool,
         pos: Tensor,
         f: Tensor,
         a_q: Tensor,
@@ -237,11 +292,21 @@ class _FusedSampledSoftmax(torch.autograd.Function):
         b2: Tensor,
     ) -> Tensor:
         inputs = (pos, f, a_q, g, a_x, w1, b1, w2, b2)
-        need = any(ctx.needs_input_grad[7:])
+        need = any(ctx.needs_input_grad[8:])
         cd = compute_dtype(f)
         with torch.autocast(f.device.type, enabled=False):
             total, grads = _run_chunks(
-                chunk_rows, tau, dropout, training, idx, valid, offset, *inputs, cd=cd, need=need
+                chunk_rows,
+                tau,
+                dropout,
+                training,
+                idx,
+                valid,
+                offset,
+                *inputs,
+                cd=cd,
+                need=need,
+                compiled=compiled,
             )
         n = pos.shape[0]
         ctx.grads = [
@@ -254,7 +319,7 @@ class _FusedSampledSoftmax(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         scaled = [None if gr is None else gr * grad_out for gr in ctx.grads]
         ctx.grads = None
-        return (None, None, None, None, None, None, None, *scaled)
+        return (None, None, None, None, None, None, None, None, *scaled)
 
 
 def _run_chunks(
@@ -276,6 +341,7 @@ def _run_chunks(
     b2: Tensor,
     cd: torch.dtype,
     need: bool,
+    compiled: bool = False,
 ) -> tuple[Tensor, list[Tensor | None]]:
     """Loop over row chunks; returns (summed loss, summed gradients or Nones)."""
     n = pos.shape[0]
@@ -310,6 +376,7 @@ def _run_chunks(
             need,
             offset=offset[start:stop] if offset is not None and per_row_offset else offset,
             into=into,
+            compiled=compiled,
         )
         total = total + out.loss_sum
         if not need:
@@ -344,6 +411,7 @@ def fused_sampled_softmax(
     valid: Tensor | None = None,
     chunk_pairs: int | None = None,
     offset: Tensor | None = None,
+    compiled: bool = False,
 ) -> Tensor:
     """Mean over n rows of `logsumexp([pos, phi(row, negatives) + offset]) - pos` for MoL.
 
@@ -353,7 +421,8 @@ def fused_sampled_softmax(
     to the negatives' logits (None = 0; not differentiated). Differentiable in every
     tensor argument; the matmuls run in the autocast dtype when autocast is on.
     chunk_pairs: (row, negative) pairs per chunk (None = about CHUNK_BYTES of hidden
-    activations).
+    activations). compiled: run each chunk's element-wise gate maths (`gate_chain`) through
+    `torch.compile` (needs a C++ compiler; the first chunks compile it, about 20-60 s).
     """
     n = pos.shape[0]
     if n == 0:
@@ -368,10 +437,20 @@ def fused_sampled_softmax(
     tensors = (pos, f, a_q, g, a_x, gate.w1, gate.b1, gate.w2, gate.b2)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _FusedSampledSoftmax.apply(
-            chunk_rows, tau, dropout, training, idx, valid, offset, *tensors
+            chunk_rows, tau, dropout, training, idx, valid, offset, compiled, *tensors
         )
     cd = compute_dtype(f)
     total, _ = _run_chunks(
-        chunk_rows, tau, dropout, training, idx, valid, offset, *tensors, cd=cd, need=False
+        chunk_rows,
+        tau,
+        dropout,
+        training,
+        idx,
+        valid,
+        offset,
+        *tensors,
+        cd=cd,
+        need=False,
+        compiled=compiled,
     )
     return total / n

@@ -142,6 +142,10 @@ class TrainingConfig:
     optimiser step; validation, checkpoint selection and the saved model use the average,
     and `valid_raw/<metric>` logs the raw weights beside it (recsys.training.averaging).
     None = off (SPEC).
+    compile_mol: run the element-wise gate maths of MoL's sampled negatives through
+    `torch.compile` (`recsys.similarity.mol_fused.gate_chain`): the same maths and random
+    numbers, with fewer passes over memory (benchmarks/results/train-step-cpu.json). Needs
+    a C++ compiler on CPU, and the first steps pay for compiling. False = eager.
     """
 
     epochs: int = 100
@@ -172,6 +176,7 @@ class TrainingConfig:
     dot_aux_weight: float = 0.0
     batching: str = "random"
     ema_decay: float | None = None
+    compile_mol: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "val_every_n_epochs"):

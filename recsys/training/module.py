@@ -33,6 +33,7 @@ from recsys.evaluation import rank_batch
 from recsys.metrics import compute_metrics
 from recsys.models.seqrec import ModelConfig, SeqRecModel
 from recsys.schema import build_dataclass
+from recsys.similarity.mol import MoLSimilarity
 from recsys.training.config import TrainingConfig
 
 SPREAD_ITEMS = 1000
@@ -81,6 +82,8 @@ class SeqRecModule(L.LightningModule):
         self.model_config = ModelConfig.from_dict(model_config)
         self.training_config: TrainingConfig = build_dataclass(TrainingConfig, training, "training")
         self.model = SeqRecModel(self.model_config)
+        if isinstance(self.model.similarity, MoLSimilarity):
+            self.model.similarity.compile_kernel = self.training_config.compile_mol
         self._eval_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
 
     # -- training ----------------------------------------------------------------------

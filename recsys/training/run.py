@@ -117,6 +117,7 @@ RESUMABLE_CHANGES = frozenset(
         "num_nodes",
         "eval_batch_size",
         "log_every_n_steps",
+        "compile_mol",
     }
 )
 
