@@ -30,6 +30,8 @@ U distinct negative items (per-row negatives), H gate hidden size.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -156,16 +158,11 @@ def gate_chain(
     return loss_sum, d_pos, d_s.to(cd), d_z.to(cd), d_aq, d_ax, d_b2
 
 
-_COMPILED: list = []
-
-
-def _compiled_chain():
-    """`gate_chain` through torch.compile, compiled once per process (and recompiled by
-    torch for new shapes: the first time a chunk's row count differs it compiles a
-    shape-generic version)."""
-    if not _COMPILED:
-        _COMPILED.append(torch.compile(gate_chain))
-    return _COMPILED[0]
+@functools.cache
+def _compiled_chain() -> Callable[..., tuple[Tensor, ...]]:
+    """`gate_chain` through torch.compile, made once per process (torch compiles it on the
+    first call and again, shape-generic, the first time a chunk's row count differs)."""
+    return torch.compile(gate_chain)
 
 
 def negatives_chunk(
