@@ -165,6 +165,64 @@ def _compiled_chain() -> Callable[..., tuple[Tensor, ...]]:
     return torch.compile(gate_chain)
 
 
+def gate_mlp(s: Tensor, gate: GateWeights) -> tuple[Tensor, Tensor, Tensor]:
+    """The cross gate's MLP over the (pairs, P) component logits s: (hidden_pre, hidden =
+    SiLU(hidden_pre), z_c = the gate's output) in the compute dtype."""
+    hidden_pre = torch.addmm(gate.b1, s, gate.w1.T)  # (pairs, H)
+    hidden = F.silu(hidden_pre)
+    return hidden_pre, hidden, torch.addmm(gate.b2, hidden, gate.w2.T)
+
+
+def gate_mlp_backward(
+    d_zc: Tensor,
+    d_s: Tensor,
+    s: Tensor,
+    hidden_pre: Tensor,
+    hidden: Tensor,
+    gate: GateWeights,
+    acc: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Back through `gate_mlp`: d_zc (pairs, P) the gradient at its output and d_s (pairs,
+    P) the logits' own (direct) gradient, both in the compute dtype. Returns (the logits'
+    whole gradient (pairs, P), d_w1 (H, P), d_b1 (H,) in acc, d_w2 (P, H))."""
+    d_w2 = d_zc.T @ hidden  # (P, H)
+    d_hidden_pre = torch.ops.aten.silu_backward(d_zc @ gate.w2, hidden_pre)  # (pairs, H)
+    d_b1 = d_hidden_pre.sum(dim=0).to(acc)  # fp32 accumulation inside, one bf16 rounding
+    d_w1 = (s.T @ d_hidden_pre).T  # (H, P); this order runs faster on CPU
+    return torch.addmm(d_s, d_hidden_pre, gate.w1), d_w1, d_b1, d_w2
+
+
+def component_grads(
+    d_s2: Tensor,
+    fs: Tensor,
+    g: Tensor,
+    g_rows: Tensor | None,
+    flat_idx: Tensor | None,
+    into: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Back through the component logits s = fs g^T: d_s2 (c*R, P) their gradient. Returns
+    d fs (c, P_Q, d) and d g (like g; per-row negatives: added into `into` when given, an
+    fp32 (U, P_X, d) buffer, else a new one)."""
+    c, p_q, d = fs.shape
+    p_x = g.shape[1]
+    r = d_s2.shape[0] // c
+    d_s4 = _swap_middle(d_s2, c, r, p_q)  # (c, P_Q, R, P_X)
+    if g_rows is None:
+        d_s_mat = d_s4.view(c * p_q, r * p_x)
+        d_fs = d_s_mat @ g.reshape(r * p_x, d)  # (c*P_Q, d)
+        d_g = (d_s_mat.T @ fs.reshape(c * p_q, d)).view(r, p_x, d)
+        return d_fs.view(c, p_q, d), d_g
+    assert flat_idx is not None
+    acc = torch.promote_types(fs.dtype, torch.float32)
+    d_s_b = d_s4.reshape(c, p_q, r * p_x)
+    d_fs = torch.bmm(d_s_b, g_rows)  # (c, P_Q, d)
+    # (c, R*P_X, d), a product over P_Q only: memory-bound, so it is taken in fp32
+    # (no bf16 result to widen before it is added up)
+    d_g_rows = torch.bmm(d_s_b.transpose(1, 2).to(acc), fs.to(acc))
+    buffer = torch.zeros(g.shape, dtype=acc, device=g.device) if into is None else into
+    return d_fs, buffer.index_add_(0, flat_idx, d_g_rows.view(c * r, p_x, d))
+
+
 def negatives_chunk(
     fs: Tensor,
     g: Tensor,
@@ -210,10 +268,9 @@ def negatives_chunk(
         else torch.index_select(g.reshape(g.shape[0], -1), 0, flat_idx).view(c, -1, g.shape[2])
     )
     s = _logits(fs, g, g_rows)  # (c*R, P) compute dtype
-    hidden_pre = torch.addmm(gate.b1, s, gate.w1.T)  # (c*R, H)
-    hidden = F.silu(hidden_pre)
+    hidden_pre, hidden, z_c = gate_mlp(s, gate)
+    z_c = z_c.view(c, r, -1)
     ax = a_x if flat_idx is None else torch.index_select(a_x, 0, flat_idx).view(c, r, -1)
-    z_c = torch.addmm(gate.b2, hidden, gate.w2.T).view(c, r, -1)  # (c, R, P) compute dtype
     kept = None
     if training and (dropout > 0.0 or keep is not None):
         kept = random_keep((c, r, p), dropout, fs.device, acc) if keep is None else keep
@@ -230,33 +287,14 @@ def negatives_chunk(
         d_ax = (torch.zeros_like(a_x) if into is None else into[1]).index_add_(
             0, flat_idx, d_ax_rows.view(c * r, -1)
         )
-    d_zc = d_zc.view(c * r, -1)
-    d_w2 = d_zc.T @ hidden  # (P, H)
-    d_hidden_pre = torch.ops.aten.silu_backward(d_zc @ gate.w2, hidden_pre)  # (c*R, H)
-    d_b1 = d_hidden_pre.sum(dim=0).to(acc)  # fp32 accumulation inside, one bf16 rounding
-    d_w1 = (s.T @ d_hidden_pre).T  # (H, P); this order runs faster on CPU
-    d_s2 = torch.addmm(d_s.view(c * r, -1), d_hidden_pre, gate.w1)  # (c*R, P)
-    p_q, d = fs.shape[1], fs.shape[2]
-    p_x = g.shape[1]
-    d_s4 = _swap_middle(d_s2, c, r, p_q)  # (c, P_Q, R, P_X)
-    if g_rows is None:
-        d_s_mat = d_s4.view(c * p_q, r * p_x)
-        d_fs = d_s_mat @ g.reshape(r * p_x, d)  # (c*P_Q, d)
-        d_g = (d_s_mat.T @ fs.reshape(c * p_q, d)).view(r, p_x, d)
-    else:
-        assert flat_idx is not None
-        d_s_b = d_s4.reshape(c, p_q, r * p_x)
-        d_fs = torch.bmm(d_s_b, g_rows)  # (c, P_Q, d)
-        # (c, R*P_X, d), a product over P_Q only: memory-bound, so it is taken in fp32
-        # (no bf16 result to widen before it is added up)
-        d_g_rows = torch.bmm(d_s_b.transpose(1, 2).to(acc), fs.to(acc))
-        d_g = (
-            torch.zeros(g.shape, dtype=acc, device=g.device) if into is None else into[0]
-        ).index_add_(0, flat_idx, d_g_rows.view(c * r, p_x, d))
+    d_s2, d_w1, d_b1, d_w2 = gate_mlp_backward(
+        d_zc.view(c * r, -1), d_s.view(c * r, -1), s, hidden_pre, hidden, gate, acc
+    )
+    d_fs, d_g = component_grads(d_s2, fs, g, g_rows, flat_idx, None if into is None else into[0])
     return ChunkGrads(
         loss_sum=loss_sum,
         pos=d_pos,
-        f=d_fs.reshape(c, p_q, d).to(acc),
+        f=d_fs.to(acc),
         a_q=d_aq,
         g=d_g.to(acc),
         a_x=d_ax,
