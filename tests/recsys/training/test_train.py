@@ -328,3 +328,12 @@ def test_refit_for_a_given_epoch_count_needs_no_selected_run(tmp_path: Path) -> 
         refit(config, tmp_path / "other", progress_bar=False, epochs=2)
     with pytest.raises(UserError, match="epochs must be >= 1, got 0"):
         refit(config, tmp_path / "other", data_dir, progress_bar=False, epochs=0)
+
+
+@pytest.mark.parametrize("compile_mol", [False, True])
+def test_training_compile_mol_reaches_the_mol_kernel(compile_mol: bool) -> None:
+    from recsys.training.module import SeqRecModule
+
+    config = tiny_config("hstu", "mol", compile_mol=compile_mol)
+    module = SeqRecModule(config.model_config(40).to_dict(), config.to_dict()["training"])
+    assert module.model.similarity.compile_kernel is compile_mol
