@@ -152,6 +152,11 @@ SEED_GROUPS: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
                 "HSTU + MoL, 192 per-position negatives, 20 epochs, weights averaged",
                 ("ml-1m-hstu-mol-pp192-ema20-cpu", "ml-1m-hstu-mol-pp192-ema20-seed2-cpu"),
             ),
+            (
+                "HSTU + MoL, 192 per-position negatives, 32-epoch schedule stopped on validation "
+                "(patience 6)",
+                ("ml-1m-hstu-mol-pp192-es6-cpu", "ml-1m-hstu-mol-pp192-es6-seed2-cpu"),
+            ),
         ),
     ),
 )
