@@ -6,7 +6,9 @@ never test), and writes benchmarks/results/<dataset>-<config>.json with every me
 valid and test, the popularity baseline, the selected epoch, the epochs run, the validation
 curve, wall time, device, commit and seed. It also updates the dataset's summary,
 benchmarks/results/accuracy-<dataset>.json: one row per config (replaced when the config
-is run again), the source of the README's results tables. Each run trains in
+is run again), the source of the README's results tables, and the selected model's rank
+of every valid and test query to benchmarks/results/ranks/<dataset>-<config>.parquet
+(`benchmarks.query_ranks`: paired comparisons without the run directory). Each run trains in
 runs/bench/<dataset>-<config>-<hash of the config>, and rerunning the same command resumes
 it from its last checkpoint (a run spanning sessions); a resumed run's wall time adds
 the fitting time its checkpoint recorded for the runs it continues. `--refit` also runs the
@@ -125,7 +127,9 @@ def summary_row(result: dict, config) -> dict:
 
 def update_summary(path: Path, dataset: str, row: dict) -> dict:
     """Insert or replace `row` (by name) in the summary file at `path`; rows sorted by name."""
-    summary = json.loads(path.read_text()) if path.is_file() else {"dataset": dataset, "rows": []}
+    summary: dict = (
+        json.loads(path.read_text()) if path.is_file() else {"dataset": dataset, "rows": []}
+    )
     rows = [r for r in summary["rows"] if r["name"] != row["name"]] + [row]
     summary["rows"] = sorted(rows, key=lambda r: r["name"])
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
@@ -218,6 +222,8 @@ def refit_from(dataset: str, config_path: Path, result_path: Path, args) -> Path
 
 
 def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path | None:
+    from benchmarks.query_ranks import save_run_ranks
+    from recsys.dataset import load_dataset
     from recsys.training.config import load_config
     from recsys.training.run import train
 
@@ -262,10 +268,15 @@ def run_one(dataset: str, config_path: Path, args: argparse.Namespace) -> Path |
         result["refit"] = run_refit(config, run_dir, data_dir, args.progress)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     update_summary(RESULTS / f"accuracy-{dataset}.json", dataset, summary_row(result, config))
+    # Last, so that a failure here loses no result: `recsys bench ranks RUN_DIR` redoes it.
+    ranks = save_run_ranks(
+        run_dir, load_dataset(data_dir), dataset, args.ranks_dir, name=config_path.stem
+    )
     test = metrics["test"]
     print(
         f"{dataset} {config_path.stem}: test hr@10 {test['hr@10']:.4f} ndcg@10 "
-        f"{test['ndcg@10']:.4f} (popularity hr@10 {metrics['popularity']['hr@10']:.4f}) -> {out}"
+        f"{test['ndcg@10']:.4f} (popularity hr@10 {metrics['popularity']['hr@10']:.4f}) -> {out}, "
+        f"{ranks}"
     )
     return out
 
@@ -280,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-cache", default="data", help="where prepared datasets are kept")
     parser.add_argument("--runs", default="runs/bench", help="where run directories go")
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
+    parser.add_argument(
+        "--ranks-dir",
+        type=Path,
+        default=RESULTS / "ranks",
+        help="where each run's per-query ranks go (benchmarks.query_ranks)",
+    )
     parser.add_argument(
         "--refit",
         action="store_true",

@@ -1,18 +1,25 @@
 """Is one trained model better than another, or is the gap within sampling noise?
 
-Loads the selected weights of two finished runs (RUN_DIR/best.safetensors, as
-`recsys bench accuracy` leaves them), ranks the same queries of one split with both
-(full ranking, seen items masked: `recsys.evaluation`), and compares them query by query
-(`recsys.paired`: bootstrap interval of each metric's gap, sign-flip p-value, discordant
-queries for HR@K). Trains and selects nothing: it re-reads the split the two runs were
-already evaluated on, and checks that its figures are the ones each run recorded in
-RUN_DIR/metrics.json.
+Takes each model's rank of every query of one split, aligned by query, and compares them
+query by query (`recsys.paired`: bootstrap interval of each metric's gap, sign-flip p-value,
+discordant queries for HR@K). Each of the two SOURCEs is either
+
+- a finished run directory: its selected weights (RUN_DIR/best.safetensors, as
+  `recsys bench accuracy` leaves them) rank the split again (full ranking, seen items
+  masked: `recsys.evaluation`), and the figures are checked against RUN_DIR/metrics.json;
+- or a committed ranks file (benchmarks/results/ranks/<dataset>-<config>.parquet,
+  `benchmarks.query_ranks`), whose figures are checked against the per-run result of the
+  same stem, benchmarks/results/<dataset>-<config>.json: the run directory may be gone.
+
+The two must hold the same queries with the same targets (checked). Trains and selects
+nothing.
 
     recsys bench paired --dataset ml-1m --name ml-1m-hstu-pp32-mol-vs-dot \\
         runs/bench/ml-1m-ml-1m-hstu-mol-pp32-cpu-5a0f1ecd60 \\
-        runs/bench/ml-1m-ml-1m-hstu-dot-pp32-cpu-7862547bb4
+        benchmarks/results/ranks/ml-1m-ml-1m-hstu-dot-pp32-cpu.parquet
 
-Writes benchmarks/results/paired-<name>.json. Skips cleanly when the data is absent.
+Writes benchmarks/results/paired-<name>.json. Skips cleanly when a run directory is to be
+ranked and the data is absent.
 """
 
 from __future__ import annotations
@@ -22,45 +29,50 @@ import json
 from pathlib import Path
 
 from benchmarks.bench_accuracy import DATASETS, data_or_skip
+from benchmarks.query_ranks import (
+    QueryRanks,
+    check_aligned,
+    read_ranks,
+    recorded_check,
+    run_query_ranks,
+)
 from recsys.atomic import atomic_write_text
 from recsys.batch import SplitName
+from recsys.dataset import SequenceDataset
 from recsys.provenance import REPO_ROOT, command_line, provenance
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-CHECK_KEYS = ("hr@10", "ndcg@10", "hr@50", "hr@200", "mrr")
 
 
-def run_ranks(run_dir: Path, data, split: SplitName):
-    """(ranks (M,), metrics, config name) of the run's selected model on `split`, on the
-    CPU, scored as its training run scored it (its eval batch size and eval_bf16)."""
-    from recsys.evaluation import EvalSet, collect_ranks
-    from recsys.metrics import compute_metrics
-    from recsys.training.config import load_config
-    from recsys.training.rundir import RUN_CONFIG, load_model
-
-    model, info = load_model(run_dir)
-    config = load_config(run_dir / RUN_CONFIG)
-    training = config.training
-    evalset = EvalSet(data, split, info.max_len)
-    ranks, top10 = collect_ranks(
-        model, evalset.loader(training.eval_batch_size), bf16=training.eval_bf16
-    )
-    return ranks, compute_metrics(ranks, top10, data.num_items), config.name
-
-
-def recorded_check(run_dir: Path, split: str, metrics: dict) -> dict:
-    """Whether `metrics` reproduce the figures the run recorded (RUN_DIR/metrics.json)."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return {"recorded": None, "matches": None}
-    recorded = json.loads(path.read_text()).get(split, {})
-    matches = all(abs(recorded.get(k, float("nan")) - metrics[k]) < 1e-9 for k in CHECK_KEYS)
-    return {"recorded": {k: recorded.get(k) for k in CHECK_KEYS}, "matches": matches}
+def source_ranks(
+    source: Path, dataset: str, split: SplitName, data: SequenceDataset | None
+) -> tuple[QueryRanks, dict]:
+    """(ranks on `split`, the model's record) of a run directory (ranked again on `data`)
+    or of a ranks file."""
+    if source.is_dir():
+        if data is None:
+            raise ValueError("a run directory is ranked again: it needs the dataset")
+        query, name = run_query_ranks(source, data, split)
+        recorded_in = source / "metrics.json"
+        record = {"name": name, "run_dir": str(source)}
+    else:
+        query = read_ranks(source, split)
+        name = source.stem.removeprefix(f"{dataset}-")
+        recorded_in = source.parent.parent / f"{source.stem}.json"
+        record = {"name": name, "ranks_file": str(source)}
+    metrics = query.metrics()
+    return query, {**record, "metrics": metrics, **recorded_check(recorded_in, split, metrics)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys bench paired", description=__doc__)
-    parser.add_argument("runs", type=Path, nargs=2, metavar="RUN_DIR", help="model a, model b")
+    parser.add_argument(
+        "sources",
+        type=Path,
+        nargs=2,
+        metavar="SOURCE",
+        help="model a, model b: each a run directory or a ranks .parquet file",
+    )
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
     parser.add_argument("--name", required=True, help="result name: paired-<name>.json")
     parser.add_argument("--split", choices=("valid", "test"), default="test")
@@ -71,23 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/...)")
     args = parser.parse_args(argv)
 
-    data_dir = data_or_skip(args.dataset, args)
-    if data_dir is None:
-        return 0
-    from recsys.dataset import load_dataset
+    data = None
+    if any(source.is_dir() for source in args.sources):  # ranks files need no data
+        data_dir = data_or_skip(args.dataset, args)
+        if data_dir is None:
+            return 0
+        from recsys.dataset import load_dataset
+
+        data = load_dataset(data_dir)
     from recsys.paired import paired_compare
 
-    data = load_dataset(data_dir)
-    models, ranks = {}, []
-    for label, run_dir in zip(("a", "b"), args.runs, strict=True):
-        r, metrics, name = run_ranks(run_dir, data, args.split)
-        ranks.append(r)
-        models[label] = {
-            "name": name,
-            "run_dir": str(run_dir),
-            "metrics": {k: metrics[k] for k in CHECK_KEYS},
-            **recorded_check(run_dir, args.split, metrics),
-        }
+    models, queries = {}, []
+    for label, source in zip(("a", "b"), args.sources, strict=True):
+        query, models[label] = source_ranks(source, args.dataset, args.split, data)
+        queries.append(query)
+    check_aligned(queries[0], queries[1], str(args.sources[0]), str(args.sources[1]))
+    ranks = [q.ranks for q in queries]
     rows = paired_compare(
         ranks[0], ranks[1], resamples=args.resamples, confidence=args.confidence, seed=args.seed
     )
@@ -116,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     for label, model in models.items():
         if model["matches"] is False:
-            print(f"warning: model {label} does not reproduce {model['run_dir']}/metrics.json")
+            source = model.get("run_dir") or model["ranks_file"]
+            print(f"warning: model {label} ({source}) does not reproduce its recorded figures")
     print(f"-> {out}")
     return 0
 

@@ -7,7 +7,8 @@ Each accuracy summary (accuracy-<dataset>.json, written by `recsys bench accurac
 a table, and so does each retrieval result (retrieval-*.json, `recsys bench retrieval`):
 every method's speed-up over brute-force MoL and its recall, as the median and range over
 the seeds when several models were trained. Each paired comparison (paired-*.json,
-`recsys bench paired`) becomes a table of per-metric gaps. Every other JSON gets one row with its
+`recsys bench paired`, from run directories or the per-query ranks each accuracy run keeps
+in results/ranks/) becomes a table of per-metric gaps. Every other JSON gets one row with its
 benchmark, a few well-known top-level figures, its provenance and a link (plus its plot,
 when a PNG with the same stem exists).
 The output depends only on the files: sorted by name, relative links, no generation time.

@@ -97,3 +97,34 @@ def test_refit_from_a_result_file_adds_the_refit_to_it_and_its_row(
     # So is a missing or unreadable result file.
     with pytest.raises(SystemExit, match=r"--refit-from .*nope\.json: not a readable result"):
         bench_accuracy.main([*argv[:5], str(tmp_path / "nope.json"), *argv[6:]])
+
+
+def test_a_run_records_its_result_its_summary_row_and_its_per_query_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+    from dataset_helpers import make_dataset
+
+    from benchmarks import bench_accuracy
+    from benchmarks.query_ranks import read_ranks
+
+    data = make_dataset(tmp_path / "data", num_users=40, num_items=20)
+    monkeypatch.setattr(bench_accuracy, "prepared", lambda dataset, cache: data)
+    monkeypatch.setattr(bench_accuracy, "RESULTS", tmp_path / "results")
+    raw = load_config(REPO / "configs/beauty-sasrec-dot-cpu.yaml").to_dict()
+    raw["model"]["encoder"].update(max_len=8, dim=16, num_blocks=1, num_heads=1)
+    raw["training"].update(batch_size=16, negatives={"kind": "shared", "num": 8}, num_workers=0)
+    cfg = tmp_path / "tiny-dot.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    argv = ["--dataset", "beauty", "--config", str(cfg), "--max-epochs", "1"]
+    assert bench_accuracy.main([*argv, "--runs", str(tmp_path / "runs")]) == 0
+    result = json.loads((tmp_path / "results" / "beauty-tiny-dot.json").read_text())
+    summary = json.loads((tmp_path / "results" / "accuracy-beauty.json").read_text())
+    assert [row["name"] for row in summary["rows"]] == ["tiny-dot"]
+    assert summary["rows"][0]["test"] == result["test"]
+    ranks_file = tmp_path / "results" / "ranks" / "beauty-tiny-dot.parquet"
+    for split in ("valid", "test"):
+        ranks = read_ranks(ranks_file, split)
+        assert len(ranks.ranks) == 40  # every user is a query
+        for key, value in ranks.metrics().items():
+            assert value == pytest.approx(result[split][key], abs=1e-12)

@@ -10,7 +10,7 @@ import torch
 import yaml
 from dataset_helpers import make_dataset
 
-from benchmarks import bench_paired
+from benchmarks import bench_paired, bench_ranks
 from recsys.dataset import load_dataset
 from recsys.evaluation import evaluate
 from recsys.models.seqrec import SeqRecModel
@@ -68,3 +68,53 @@ def test_two_runs_are_compared_query_by_query(
     assert bench_paired.main([*argv, str(run_a), str(run_a)]) == 0
     same = json.loads(out.read_text())
     assert all(row["diff"] == 0.0 and row["p_value"] == 1.0 for row in same["rows"])
+
+
+def test_committed_ranks_files_stand_in_for_gone_run_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.query_ranks import save_run_ranks
+    from recsys.errors import UserError
+
+    data = make_dataset(tmp_path / "data", num_users=60, num_items=30)
+    monkeypatch.setattr(bench_paired, "data_or_skip", lambda dataset, args: data)
+    run_a, model_a, config_a = _run(tmp_path, "tiny-mol", data, "mol", 1)
+    run_b, model_b, config_b = _run(tmp_path, "tiny-dot", data, "dot", 2)
+    dataset = load_dataset(data)
+    recorded = {}
+    for run, model, config in ((run_a, model_a, config_a), (run_b, model_b, config_b)):
+        recorded[run] = {s: evaluate(model, dataset, s, config.max_len) for s in ("valid", "test")}
+        (run / "metrics.json").write_text(json.dumps(recorded[run]))
+    results = tmp_path / "results"
+    monkeypatch.setattr(bench_ranks, "data_or_skip", lambda dataset, args: data)
+    argv = ["--dataset", "ml-1m", "--out-dir", str(results / "ranks"), str(run_a)]
+    assert bench_ranks.main(argv) == 0  # `recsys bench ranks RUN_DIR`
+    ranks_a = results / "ranks" / "ml-1m-tiny-mol.parquet"
+    ranks_b = save_run_ranks(run_b, dataset, "ml-1m", results / "ranks")
+    assert ranks_a.is_file() and ranks_b == results / "ranks" / "ml-1m-tiny-dot.parquet"
+    (results / "ml-1m-tiny-mol.json").write_text(json.dumps(recorded[run_a]))  # its result
+
+    argv = ["--dataset", "ml-1m", "--name", "t", "--resamples", "300", "--split", "valid"]
+    out_dirs, out_files = tmp_path / "dirs.json", tmp_path / "files.json"
+    assert bench_paired.main([*argv, "--out", str(out_dirs), str(run_a), str(run_b)]) == 0
+    # Two ranks files need no data at all.
+    monkeypatch.setattr(bench_paired, "data_or_skip", lambda dataset, args: 1 / 0)
+    assert bench_paired.main([*argv, "--out", str(out_files), str(ranks_a), str(ranks_b)]) == 0
+    from_dirs, from_files = json.loads(out_dirs.read_text()), json.loads(out_files.read_text())
+    assert from_files["rows"] == from_dirs["rows"]
+    a, b = from_files["models"]["a"], from_files["models"]["b"]
+    assert (a["name"], a["ranks_file"], a["matches"]) == ("tiny-mol", str(ranks_a), True)
+    assert (b["name"], b["matches"]) == ("tiny-dot", None)  # no per-run result beside it
+
+    # Ranks that do not reproduce the run's recorded figures are not written.
+    (run_b / "metrics.json").write_text(json.dumps({"valid": {"hr@10": 2.0}}))
+    with pytest.raises(UserError, match=r"not the figures recorded in metrics\.json"):
+        save_run_ranks(run_b, dataset, "ml-1m", tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    # Ranks of other queries (another dataset) are refused, naming both sources.
+    other = make_dataset(tmp_path / "other", num_users=60, num_items=30, seed=5)
+    run_c, _, _ = _run(tmp_path, "tiny-other", other, "dot", 3)
+    (run_c / "metrics.json").unlink(missing_ok=True)
+    monkeypatch.setattr(bench_paired, "data_or_skip", lambda dataset, args: other)
+    with pytest.raises(UserError, match="differ at query"):
+        bench_paired.main([*argv, "--out", str(out_files), str(run_c), str(ranks_b)])
