@@ -59,9 +59,9 @@ def test_run_directories_are_keyed_by_the_whole_config() -> None:
     assert config_key(config_from_dict(raw)) != config_key(config)
 
 
-def test_refit_from_a_result_file_adds_the_refit_to_it_and_its_row(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _tiny_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny dataset as every benchmark's prepared data, results under tmp_path, and a
+    tiny SASRec + dot config (tmp_path/tiny-dot.yaml, returned)."""
     import yaml
     from dataset_helpers import make_dataset
 
@@ -71,12 +71,19 @@ def test_refit_from_a_result_file_adds_the_refit_to_it_and_its_row(
     monkeypatch.setattr(bench_accuracy, "prepared", lambda dataset, cache: data)
     monkeypatch.setattr(bench_accuracy, "RESULTS", tmp_path / "results")
     raw = load_config(REPO / "configs/beauty-sasrec-dot-cpu.yaml").to_dict()
-    enc = raw["model"]["encoder"]
-    enc.update(max_len=8, dim=16, num_blocks=1, num_heads=1)
-    raw["training"].update(batch_size=16, negatives={"kind": "shared", "num": 8})
-    raw["training"]["num_workers"] = 0
+    raw["model"]["encoder"].update(max_len=8, dim=16, num_blocks=1, num_heads=1)
+    raw["training"].update(batch_size=16, negatives={"kind": "shared", "num": 8}, num_workers=0)
     cfg = tmp_path / "tiny-dot.yaml"
     cfg.write_text(yaml.safe_dump(raw))
+    return cfg
+
+
+def test_refit_from_a_result_file_adds_the_refit_to_it_and_its_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import bench_accuracy
+
+    cfg = _tiny_bench(tmp_path, monkeypatch)
     result_path = tmp_path / "results" / "beauty-tiny-dot.json"
     result_path.parent.mkdir()
     result = {**_result(str(cfg), 0.05), "dataset": "beauty", "selected_epoch": 1}
@@ -102,20 +109,10 @@ def test_refit_from_a_result_file_adds_the_refit_to_it_and_its_row(
 def test_a_run_records_its_result_its_summary_row_and_its_per_query_ranks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import yaml
-    from dataset_helpers import make_dataset
-
     from benchmarks import bench_accuracy
     from benchmarks.query_ranks import read_ranks
 
-    data = make_dataset(tmp_path / "data", num_users=40, num_items=20)
-    monkeypatch.setattr(bench_accuracy, "prepared", lambda dataset, cache: data)
-    monkeypatch.setattr(bench_accuracy, "RESULTS", tmp_path / "results")
-    raw = load_config(REPO / "configs/beauty-sasrec-dot-cpu.yaml").to_dict()
-    raw["model"]["encoder"].update(max_len=8, dim=16, num_blocks=1, num_heads=1)
-    raw["training"].update(batch_size=16, negatives={"kind": "shared", "num": 8}, num_workers=0)
-    cfg = tmp_path / "tiny-dot.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
+    cfg = _tiny_bench(tmp_path, monkeypatch)
     argv = ["--dataset", "beauty", "--config", str(cfg), "--max-epochs", "1"]
     assert bench_accuracy.main([*argv, "--runs", str(tmp_path / "runs")]) == 0
     result = json.loads((tmp_path / "results" / "beauty-tiny-dot.json").read_text())

@@ -37,14 +37,22 @@ def _run(tmp_path: Path, name: str, data: Path, similarity: str, seed: int):
     return run, seqrec, config
 
 
+def _two_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A tiny dataset as the paired benchmark's data (data dir, loaded) and two tiny runs
+    on it, MoL (a) and dot (b)."""
+    data = make_dataset(tmp_path / "data", num_users=60, num_items=30)
+    monkeypatch.setattr(bench_paired, "data_or_skip", lambda dataset, args: data)
+    run_a = _run(tmp_path, "tiny-mol", data, "mol", 1)
+    run_b = _run(tmp_path, "tiny-dot", data, "dot", 2)
+    return data, load_dataset(data), run_a, run_b
+
+
 def test_two_runs_are_compared_query_by_query(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = make_dataset(tmp_path / "data", num_users=60, num_items=30)
-    monkeypatch.setattr(bench_paired, "data_or_skip", lambda dataset, args: data)
-    run_a, model_a, config_a = _run(tmp_path, "tiny-mol", data, "mol", 1)
-    run_b, model_b, config_b = _run(tmp_path, "tiny-dot", data, "dot", 2)
-    dataset = load_dataset(data)
+    _, dataset, (run_a, model_a, config_a), (run_b, model_b, config_b) = _two_runs(
+        tmp_path, monkeypatch
+    )
     expected_a = evaluate(model_a, dataset, "test", config_a.max_len)
     expected_b = evaluate(model_b, dataset, "test", config_b.max_len)
     (run_a / "metrics.json").write_text(json.dumps({"test": expected_a}))
@@ -76,11 +84,9 @@ def test_committed_ranks_files_stand_in_for_gone_run_directories(
     from benchmarks.query_ranks import save_run_ranks
     from recsys.errors import UserError
 
-    data = make_dataset(tmp_path / "data", num_users=60, num_items=30)
-    monkeypatch.setattr(bench_paired, "data_or_skip", lambda dataset, args: data)
-    run_a, model_a, config_a = _run(tmp_path, "tiny-mol", data, "mol", 1)
-    run_b, model_b, config_b = _run(tmp_path, "tiny-dot", data, "dot", 2)
-    dataset = load_dataset(data)
+    data, dataset, (run_a, model_a, config_a), (run_b, model_b, config_b) = _two_runs(
+        tmp_path, monkeypatch
+    )
     recorded = {}
     for run, model, config in ((run_a, model_a, config_a), (run_b, model_b, config_b)):
         recorded[run] = {s: evaluate(model, dataset, s, config.max_len) for s in ("valid", "test")}
