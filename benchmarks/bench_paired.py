@@ -33,6 +33,7 @@ from benchmarks.query_ranks import (
     QueryRanks,
     check_aligned,
     read_ranks,
+    read_ranks_meta,
     recorded_check,
     run_query_ranks,
 )
@@ -59,7 +60,8 @@ def source_ranks(
         query = read_ranks(source, split)
         name = source.stem.removeprefix(f"{dataset}-")
         recorded_in = source.parent.parent / f"{source.stem}.json"
-        record = {"name": name, "ranks_file": str(source)}
+        made = read_ranks_meta(source).get("provenance", {})
+        record = {"name": name, "ranks_file": str(source), "ranks_provenance": made}
     metrics = query.metrics()
     return query, {**record, "metrics": metrics, **recorded_check(recorded_in, split, metrics)}
 

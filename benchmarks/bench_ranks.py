@@ -20,6 +20,7 @@ from pathlib import Path
 
 from benchmarks.bench_accuracy import DATASETS, data_or_skip
 from benchmarks.query_ranks import RANKS_DIR, save_run_ranks
+from recsys.provenance import command_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
 
     data = load_dataset(data_dir)
     for run_dir in args.runs:
-        print(f"{run_dir} -> {save_run_ranks(run_dir, data, args.dataset, args.out_dir)}")
+        command = command_line("recsys bench ranks", argv)
+        path = save_run_ranks(run_dir, data, args.dataset, args.out_dir, command=command)
+        print(f"{run_dir} -> {path}")
     return 0
 
 

@@ -19,7 +19,8 @@ one row per (split, query), in the split's query order, with columns
 The keys make alignment checkable: two sources are compared only when they hold the same
 queries with the same targets, in the same order. The file's stem is that of the run's
 per-run result (benchmarks/results/<dataset>-<config>.json), whose figures the ranks must
-reproduce.
+reproduce. The Parquet key-value metadata `recsys.ranks` (JSON) says where the ranks came
+from: dataset, config, run directory and provenance (command, commit, machine, date).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -37,7 +39,7 @@ from recsys.batch import SPLITS, SplitName
 from recsys.dataset import SequenceDataset
 from recsys.errors import UserError
 from recsys.paired import per_query
-from recsys.provenance import REPO_ROOT
+from recsys.provenance import REPO_ROOT, provenance
 
 RANKS_DIR = REPO_ROOT / "benchmarks" / "results" / "ranks"
 SCHEMA: dict[str, pl.DataType] = {
@@ -47,6 +49,7 @@ SCHEMA: dict[str, pl.DataType] = {
     "rank": pl.Int64(),
 }
 CHECK_KEYS = ("hr@10", "ndcg@10", "hr@50", "hr@200", "mrr")
+META_KEY = "recsys.ranks"
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,11 @@ def run_query_ranks(
     return query, config.name
 
 
-def write_ranks(path: Path, by_split: dict[SplitName, QueryRanks]) -> None:
-    """Write one ranks file (atomically: a failed write leaves the old file in place)."""
+def write_ranks(
+    path: Path, by_split: dict[SplitName, QueryRanks], meta: dict[str, Any] | None = None
+) -> None:
+    """Write one ranks file, with `meta` as its `recsys.ranks` metadata (atomically: a
+    failed write leaves the old file in place)."""
     frames = [
         pl.DataFrame(
             {
@@ -106,7 +112,9 @@ def write_ranks(path: Path, by_split: dict[SplitName, QueryRanks]) -> None:
         for split, q in by_split.items()
     ]
     buffer = io.BytesIO()
-    pl.concat(frames).write_parquet(buffer, compression="zstd", statistics=False)
+    pl.concat(frames).write_parquet(
+        buffer, compression="zstd", statistics=False, metadata={META_KEY: json.dumps(meta or {})}
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -135,6 +143,15 @@ def read_ranks(path: Path, split: str) -> QueryRanks:
         target_keys=rows["target_key"].to_numpy().astype(str),
         ranks=ranks.astype(np.int64),
     )
+
+
+def read_ranks_meta(path: Path) -> dict[str, Any]:
+    """A ranks file's `recsys.ranks` metadata ({} when it has none)."""
+    try:
+        raw = pl.read_parquet_metadata(path).get(META_KEY)
+        return json.loads(raw) if raw else {}
+    except Exception as e:  # a file that is not Parquet, or metadata that is not JSON
+        raise UserError(f"{path}: unreadable {META_KEY} metadata ({e})") from e
 
 
 def check_aligned(a: QueryRanks, b: QueryRanks, name_a: str, name_b: str) -> None:
@@ -172,12 +189,14 @@ def save_run_ranks(
     dataset: str,
     ranks_dir: Path = RANKS_DIR,
     name: str | None = None,
+    command: str | None = None,
 ) -> Path:
     """Rank the valid and test queries with the run's selected model and write its ranks
-    file, <dataset>-<name>.parquet (name: the run config's by default; give the per-run
-    result's config stem where they differ). Refuses (UserError, nothing written) when the
-    ranks do not reproduce the figures the run recorded in RUN_DIR/metrics.json: such ranks
-    would not be that result's."""
+        file, <dataset>-<name>.parquet (name: the run config's by default; give the per-run
+        result's config stem where they differ; command: as `recsys.provenance.provenance`
+    takes it). Refuses (UserError, nothing written) when the
+        ranks do not reproduce the figures the run recorded in RUN_DIR/metrics.json: such ranks
+        would not be that result's."""
     by_split: dict[SplitName, QueryRanks] = {}
     for split in SPLITS:
         query, config_name = run_query_ranks(run_dir, data, split)
@@ -191,5 +210,7 @@ def save_run_ranks(
         by_split[split] = query
     assert name is not None
     path = ranks_path(dataset, name, ranks_dir)
-    write_ranks(path, by_split)
+    meta: dict[str, Any] = {"dataset": dataset, "config": name, "run_dir": str(run_dir)}
+    meta["provenance"] = provenance(command)
+    write_ranks(path, by_split, meta)
     return path

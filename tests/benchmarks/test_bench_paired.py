@@ -110,6 +110,7 @@ def test_committed_ranks_files_stand_in_for_gone_run_directories(
     assert from_files["rows"] == from_dirs["rows"]
     a, b = from_files["models"]["a"], from_files["models"]["b"]
     assert (a["name"], a["ranks_file"], a["matches"]) == ("tiny-mol", str(ranks_a), True)
+    assert a["ranks_provenance"]["command"].startswith("recsys bench ranks")
     assert (b["name"], b["matches"]) == ("tiny-dot", None)  # no per-run result beside it
 
     # Ranks that do not reproduce the run's recorded figures are not written.

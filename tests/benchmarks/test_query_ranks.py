@@ -8,7 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from benchmarks.query_ranks import QueryRanks, check_aligned, read_ranks, write_ranks
+from benchmarks.query_ranks import (
+    QueryRanks,
+    check_aligned,
+    read_ranks,
+    read_ranks_meta,
+    write_ranks,
+)
 from recsys.errors import UserError
 from recsys.paired import per_query
 
@@ -24,7 +30,10 @@ def _ranks(ranks: list[int], users: str = "abcd") -> QueryRanks:
 def test_ranks_round_trip_per_split_and_give_the_metrics_of_their_ranks(tmp_path: Path) -> None:
     path = tmp_path / "ranks" / "ml-1m-x.parquet"
     valid, test = _ranks([1, 12, 3]), _ranks([2, 60, 1, 300])
-    write_ranks(path, {"valid": valid, "test": test})
+    write_ranks(
+        path, {"valid": valid, "test": test}, {"config": "x", "provenance": {"commit": "c"}}
+    )
+    assert read_ranks_meta(path) == {"config": "x", "provenance": {"commit": "c"}}
     for split, expected in (("valid", valid), ("test", test)):
         got = read_ranks(path, split)
         assert got.user_keys.tolist() == expected.user_keys.tolist()
@@ -49,6 +58,7 @@ def test_bad_ranks_files_are_refused_naming_the_file_and_what_was_expected(
         read_ranks(junk, "test")
     path = tmp_path / "r.parquet"
     write_ranks(path, {"valid": _ranks([1, 2])})
+    assert read_ranks_meta(path) == {}
     with pytest.raises(UserError, match=r"no rows for split 'test' \(it holds \['valid'\]\)"):
         read_ranks(path, "test")
     frame = pl.read_parquet(path)
