@@ -192,11 +192,10 @@ def save_run_ranks(
     command: str | None = None,
 ) -> Path:
     """Rank the valid and test queries with the run's selected model and write its ranks
-        file, <dataset>-<name>.parquet (name: the run config's by default; give the per-run
-        result's config stem where they differ; command: as `recsys.provenance.provenance`
-    takes it). Refuses (UserError, nothing written) when the
-        ranks do not reproduce the figures the run recorded in RUN_DIR/metrics.json: such ranks
-        would not be that result's."""
+    file, <dataset>-<name>.parquet (name: the run config's by default; give the per-run
+    result's config stem where they differ; command: as `recsys.provenance.provenance` takes
+    it). Refuses (UserError, nothing written) when the ranks do not reproduce the figures
+    the run recorded in RUN_DIR/metrics.json: such ranks would not be that result's."""
     by_split: dict[SplitName, QueryRanks] = {}
     for split in SPLITS:
         query, config_name = run_query_ranks(run_dir, data, split)
