@@ -53,7 +53,8 @@ def source_ranks(
     if source.is_dir():
         if data is None:
             raise ValueError("a run directory is ranked again: it needs the dataset")
-        query, name = run_query_ranks(source, data, split)
+        by_split, name = run_query_ranks(source, data, (split,))
+        query = by_split[split]
         recorded_in = source / "metrics.json"
         record = {"name": name, "run_dir": str(source)}
     else:

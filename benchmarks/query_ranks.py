@@ -71,27 +71,30 @@ def ranks_path(dataset: str, config_name: str, ranks_dir: Path = RANKS_DIR) -> P
 
 
 def run_query_ranks(
-    run_dir: Path, data: SequenceDataset, split: SplitName
-) -> tuple[QueryRanks, str]:
-    """(ranks of the run's selected model on `split`, the run's config name), ranked on the
-    CPU as its training run ranked them (its eval batch size and eval_bf16)."""
+    run_dir: Path, data: SequenceDataset, splits: tuple[SplitName, ...]
+) -> tuple[dict[SplitName, QueryRanks], str]:
+    """(ranks of the run's selected model on each of `splits`, the run's config name), the
+    weights loaded once and ranked on the CPU as its training run ranked them (its eval
+    batch size and eval_bf16)."""
     from recsys.evaluation import EvalSet, collect_ranks
     from recsys.training.config import load_config
     from recsys.training.rundir import RUN_CONFIG, load_model
 
     model, info = load_model(run_dir)
     config = load_config(run_dir / RUN_CONFIG)
-    evalset = EvalSet(data, split, info.max_len)
-    ranks, _ = collect_ranks(
-        model, evalset.loader(config.training.eval_batch_size), bf16=config.training.eval_bf16
-    )
-    cases = evalset.cases
-    query = QueryRanks(
-        user_keys=np.asarray(data.user_keys[cases.users], dtype=str),
-        target_keys=np.asarray(data.item_keys[cases.targets], dtype=str),
-        ranks=np.asarray(ranks, dtype=np.int64),
-    )
-    return query, config.name
+    by_split: dict[SplitName, QueryRanks] = {}
+    for split in splits:
+        evalset = EvalSet(data, split, info.max_len)
+        ranks, _ = collect_ranks(
+            model, evalset.loader(config.training.eval_batch_size), bf16=config.training.eval_bf16
+        )
+        cases = evalset.cases
+        by_split[split] = QueryRanks(
+            user_keys=np.asarray(data.user_keys[cases.users], dtype=str),
+            target_keys=np.asarray(data.item_keys[cases.targets], dtype=str),
+            ranks=np.asarray(ranks, dtype=np.int64),
+        )
+    return by_split, config.name
 
 
 def write_ranks(
@@ -196,18 +199,16 @@ def save_run_ranks(
     result's config stem where they differ; command: as `recsys.provenance.provenance` takes
     it). Refuses (UserError, nothing written) when the ranks do not reproduce the figures
     the run recorded in RUN_DIR/metrics.json: such ranks would not be that result's."""
-    by_split: dict[SplitName, QueryRanks] = {}
-    for split in SPLITS:
-        query, config_name = run_query_ranks(run_dir, data, split)
-        name = name or config_name
-        check = recorded_check(run_dir / "metrics.json", split, query.metrics())
+    by_split, config_name = run_query_ranks(run_dir, data, SPLITS)
+    name = name or config_name
+    for split, query in by_split.items():
+        metrics = query.metrics()
+        check = recorded_check(run_dir / "metrics.json", split, metrics)
         if check["matches"] is not True:
             raise UserError(
-                f"{run_dir}: the {split} ranks give {query.metrics()}, not the figures recorded "
+                f"{run_dir}: the {split} ranks give {metrics}, not the figures recorded "
                 f"in metrics.json ({check['recorded']}); no ranks file written"
             )
-        by_split[split] = query
-    assert name is not None
     path = ranks_path(dataset, name, ranks_dir)
     meta: dict[str, Any] = {"dataset": dataset, "config": name, "run_dir": str(run_dir)}
     meta["provenance"] = provenance(command)
