@@ -507,17 +507,20 @@ def averaging_section(path: Path, data: dict) -> list[str]:
 
 def paired_section(path: Path, data: dict) -> list[str]:
     """One comparison of two runs on the same queries (recsys bench paired): each metric's
-    gap with its interval and p-value, and for HR@K the queries only one model hits."""
+    gap with its interval and p-value, each model's own interval where recorded, and for
+    HR@K the queries only one model hits."""
     models, method = data.get("models", {}), data.get("method", {})
     a, b = (models.get(k, {}).get("name", k) for k in ("a", "b"))
     prov = find_provenance(data) or {}
     command = str(prov.get("command", DASH)).strip()
     date = str(prov["date"])[:10] if prov.get("date") else DASH
+    has_own = any("a_ci_low" in r for r in data.get("rows", []))
+    own_note = " (after a and b: each model's own, from the same resamples)" if has_own else ""
     intro = (
         f"{a} (a) against {b} (b) on the {data.get('split', DASH)} split, "
-        f"{data.get('queries', DASH)} queries. Interval: {method.get('interval', DASH)}; "
-        f"p: {method.get('p_value', DASH)}. Commit {_short(prov.get('commit'))}, {date}: "
-        f"`{command}`"
+        f"{data.get('queries', DASH)} queries. Interval: {method.get('interval', DASH)}"
+        f"{own_note}; p: {method.get('p_value', DASH)}. "
+        f"Commit {_short(prov.get('commit'))}, {date}: `{command}`"
     )
     header = ["Metric", "a", "b", "a − b", "Interval", "p", "Hit by a only / b only"]
 
@@ -527,14 +530,20 @@ def paired_section(path: Path, data: dict) -> list[str]:
     def p_text(value: object) -> str:
         return "< 0.001" if isinstance(value, (int, float)) and value < 0.001 else _num(value, 3)
 
+    def own(r: dict, model: str) -> str:
+        """The model's figure, with its own interval where the comparison has it."""
+        low, high = r.get(f"{model}_ci_low"), r.get(f"{model}_ci_high")
+        bounds = f" [{_num(low)}, {_num(high)}]" if None not in (low, high) else ""
+        return _num(r.get(model)) + bounds
+
     rows = []
     for r in data.get("rows", []):
         only = r.get("a_only"), r.get("b_only")
         rows.append(
             [
                 r.get("metric", DASH),
-                _num(r.get("a")),
-                _num(r.get("b")),
+                own(r, "a"),
+                own(r, "b"),
                 signed(r.get("diff")),
                 f"[{signed(r.get('ci_low'))}, {signed(r.get('ci_high'))}]",
                 p_text(r.get("p_value")),

@@ -9,6 +9,9 @@ queries, not the models, are the sample:
   each resample; the central `confidence` share of those means is the interval of the gap
   (percentile bootstrap). Each resample is drawn as multinomial counts over the queries,
   which is the same distribution as drawing indices and cheaper to apply.
+- **Each model's own interval.** The same resamples give each model's metric an interval
+  too: how far one split's figure could move on another draw of as many queries. It is
+  what a single figure (a target, a published number) can be told apart from.
 - **Sign-flip test.** If the two models were exchangeable on every query (the null
   hypothesis), each d_q would be as likely to have its sign flipped; the two-sided p-value
   is the share of random sign flips whose |mean| reaches the observed one, counted as
@@ -62,7 +65,7 @@ def _check_ranks(ranks_a: np.ndarray, ranks_b: np.ndarray) -> tuple[np.ndarray, 
 def _resampled_means(
     diffs: np.ndarray, resamples: int, rng: np.random.Generator, kind: str
 ) -> np.ndarray:
-    """(resamples, keys) means of the (M, keys) per-query differences under `kind`:
+    """(resamples, columns) means of the (M, columns) per-query values under `kind`:
     "bootstrap" (queries drawn with replacement) or "signflip" (each sign a fair coin)."""
     m = diffs.shape[0]
     out = []
@@ -85,7 +88,9 @@ def paired_compare(
     seed: int = 0,
 ) -> list[dict[str, float | int | str]]:
     """One row per metric: {"metric", "a", "b", "diff" (a - b), "ci_low", "ci_high",
-    "p_value"} and, for hr@K, "a_only" / "b_only" (queries only a / only b hits).
+    "p_value", "a_ci_low", "a_ci_high", "b_ci_low", "b_ci_high"} (the last four: each
+    model's own interval, from the same resamples) and, for hr@K, "a_only" / "b_only"
+    (queries only a / only b hits).
 
     ranks_a, ranks_b: (M,) ranks of the same M queries, in the same order.
     """
@@ -99,10 +104,14 @@ def paired_compare(
     diffs = values_a - values_b
     observed = diffs.mean(axis=0)
     rng = np.random.default_rng(seed)
-    boot = _resampled_means(diffs, resamples, rng, "bootstrap")
+    n = len(keys)
+    # One set of resamples for the gap and for each model: (resamples, 3 * keys).
+    boot = _resampled_means(np.hstack([diffs, values_a, values_b]), resamples, rng, "bootstrap")
     flips = _resampled_means(diffs, resamples, rng, "signflip")
     tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(boot, [tail, 1.0 - tail], axis=0)
+    lows, highs = np.quantile(boot, [tail, 1.0 - tail], axis=0)
+    low, high = lows[:n], highs[:n]
+    own = {"a": (lows[n : 2 * n], highs[n : 2 * n]), "b": (lows[2 * n :], highs[2 * n :])}
     # A flip reaching the observed |mean| up to rounding counts as reaching it.
     reach = np.abs(flips) >= np.abs(observed) - 1e-12
     p_values = (1.0 + reach.sum(axis=0)) / (1.0 + resamples)
@@ -117,6 +126,9 @@ def paired_compare(
             "ci_high": float(high[j]),
             "p_value": float(p_values[j]),
         }
+        for model, (own_low, own_high) in own.items():
+            row[f"{model}_ci_low"] = float(own_low[j])
+            row[f"{model}_ci_high"] = float(own_high[j])
         if key.startswith("hr@"):
             row["a_only"] = int(((values_a[:, j] > 0) & (values_b[:, j] == 0)).sum())
             row["b_only"] = int(((values_b[:, j] > 0) & (values_a[:, j] == 0)).sum())

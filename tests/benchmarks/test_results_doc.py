@@ -125,6 +125,10 @@ def _results(tmp_path: Path) -> Path:
                 "ci_low": -0.2,
                 "ci_high": 0.01,
                 "p_value": 0.0612,
+                "a_ci_low": 0.15,
+                "a_ci_high": 0.25,
+                "b_ci_low": 0.25,
+                "b_ci_high": 0.35,
             },
         ],
         "provenance": provenance,
@@ -169,7 +173,12 @@ def test_render_tables_links_and_refit_row(tmp_path: Path) -> None:
         for line in lines
     )
     assert "| hr@10 | 0.5000 | 0.2500 | +0.2500 | [+0.0500, +0.4500] | < 0.001 | 12 / 2 |" in lines
-    assert "| mrr | 0.2000 | 0.3000 | -0.1000 | [-0.2000, +0.0100] | 0.061 | – |" in lines
+    # Each model's own interval follows its figure where the comparison recorded one.
+    assert (
+        "| mrr | 0.2000 [0.1500, 0.2500] | 0.3000 [0.2500, 0.3500] | -0.1000 "
+        "| [-0.2000, +0.0100] | 0.061 | – |"
+    ) in lines
+    assert any("after a and b: each model's own" in line for line in lines)
     assert not any(line.startswith("| [paired-") for line in lines)
     # Retrieval files get their own tables, not a generic row.
     assert not any(line.startswith("| [retrieval-") for line in lines)

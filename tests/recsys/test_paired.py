@@ -73,15 +73,21 @@ def _slow_reference(a, b, keys, resamples, confidence, seed):
     for start in range(0, resamples, BLOCK):
         size = min(BLOCK, resamples - start)
         flip_signs.extend(rng.integers(0, 2, size=(size, m)) * 2 - 1)
+    tail = (1 - confidence) / 2
+
+    def interval(values):
+        boot = [sum(w[q] * values[q] for q in range(m)) / m for w in boot_weights]
+        return tuple(np.quantile(boot, [tail, 1 - tail]))
+
     out = {}
     for k in keys:
         d = diffs[k]
-        boot = [sum(w[q] * d[q] for q in range(m)) / m for w in boot_weights]
         flips = [sum(s[q] * d[q] for q in range(m)) / m for s in flip_signs]
         observed = sum(d) / m
         reached = sum(abs(f) >= abs(observed) - 1e-12 for f in flips)
-        tail = (1 - confidence) / 2
-        out[k] = (observed, *np.quantile(boot, [tail, 1 - tail]), (1 + reached) / (1 + resamples))
+        p_value = (1 + reached) / (1 + resamples)
+        own = (*interval(per_query(a, k)), *interval(per_query(b, k)))
+        out[k] = (observed, *interval(d), p_value, *own)
     return out
 
 
@@ -94,8 +100,28 @@ def test_matches_a_slow_reference() -> None:
     ref = _slow_reference(a, b, keys, resamples, 0.9, 7)
     for row in rows:
         expected = ref[str(row["metric"])]
-        got = (row["diff"], row["ci_low"], row["ci_high"], row["p_value"])
+        got = tuple(
+            row[f]
+            for f in (
+                *("diff", "ci_low", "ci_high", "p_value"),
+                *("a_ci_low", "a_ci_high", "b_ci_low", "b_ci_high"),
+            )
+        )
         assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_each_models_interval_is_the_binomial_one_for_hr() -> None:
+    """HR@K is a mean of 0/1 values: its bootstrap interval is close to the normal
+    approximation p +- 1.96 sqrt(p (1 - p) / M) on many queries."""
+    rng = np.random.default_rng(6)
+    a, b = _ranks(rng, 6000, 25.0), _ranks(rng, 6000, 25.0)
+    (row,) = paired_compare(a, b, ("hr@10",), resamples=4000, seed=1)
+    for model in ("a", "b"):
+        p = float(row[model])
+        half = 1.96 * np.sqrt(p * (1 - p) / len(a))
+        assert row[f"{model}_ci_low"] < p < row[f"{model}_ci_high"]
+        assert row[f"{model}_ci_low"] == pytest.approx(p - half, abs=0.15 * half)
+        assert row[f"{model}_ci_high"] == pytest.approx(p + half, abs=0.15 * half)
 
 
 def test_sign_flip_p_value_matches_exact_enumeration() -> None:
