@@ -63,11 +63,11 @@ def _check_ranks(ranks_a: np.ndarray, ranks_b: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _resampled_means(
-    diffs: np.ndarray, resamples: int, rng: np.random.Generator, kind: str
+    values: np.ndarray, resamples: int, rng: np.random.Generator, kind: str
 ) -> np.ndarray:
     """(resamples, columns) means of the (M, columns) per-query values under `kind`:
     "bootstrap" (queries drawn with replacement) or "signflip" (each sign a fair coin)."""
-    m = diffs.shape[0]
+    m = values.shape[0]
     out = []
     for start in range(0, resamples, BLOCK):
         size = min(BLOCK, resamples - start)
@@ -75,7 +75,7 @@ def _resampled_means(
             weights = rng.multinomial(m, np.full(m, 1.0 / m), size=size).astype(np.float64)
         else:
             weights = rng.integers(0, 2, size=(size, m)).astype(np.float64) * 2.0 - 1.0
-        out.append(weights @ diffs / m)
+        out.append(weights @ values / m)
     return np.concatenate(out)
 
 
