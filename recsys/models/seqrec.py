@@ -10,7 +10,10 @@ intermediates of the cross gate never exist all at once.
 Negatives (`NegativesConfig.kind`):
 - "shared": one set of R uniform negatives (with replacement, ids 1..N) for every position
   of the batch: one dense (rows, R) scoring pass, the cheap default.
-- "per_position": R uniform negatives per position (item parts of the distinct ones only).
+- "per_position": R uniform negatives per position (item parts of the distinct ones only);
+  with `dot_proposal` = a > 0, drawn instead from a mixture of uniform draws and the plain
+  dot product's softmax over the catalog, each weighted by its importance weight
+  (recsys.models.proposal): mostly the near-misses, for the same objective.
 - "per_sequence": R uniform negatives per sequence of the batch, shared by its positions:
   each sequence is one dense (its rows, R) pass like "shared", while the batch as a whole
   draws B * R negatives, so the item side sees about as many distinct negatives per step
@@ -77,6 +80,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys.models.hstu import HSTU, HSTUConfig
+from recsys.models.proposal import proposal_draws
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.schema import Tagged, build_dataclass, to_plain
 from recsys.similarity.dot import DotConfig, DotSimilarity
@@ -169,6 +173,7 @@ class NegativesConfig:
     hard: int = 0
     hard_weight: float = 1.0
     rows: int | None = None
+    dot_proposal: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in NEGATIVE_KINDS:
@@ -201,6 +206,15 @@ class NegativesConfig:
                 raise ValueError(
                     f"NegativesConfig.rows applies to kind 'full' only, got kind {self.kind!r}"
                 )
+        if isinstance(self.dot_proposal, bool) or not 0.0 <= self.dot_proposal < 1.0:
+            raise ValueError(
+                f"NegativesConfig.dot_proposal must be in [0, 1), got {self.dot_proposal!r}"
+            )
+        if self.dot_proposal and self.kind != "per_position":
+            raise ValueError(
+                "NegativesConfig.dot_proposal applies to kind 'per_position' only, "
+                f"got kind {self.kind!r}"
+            )
         if self.kind == "full" and self.hard:
             raise ValueError(
                 "NegativesConfig.hard does not apply to kind 'full' (every item is a negative)"
@@ -314,18 +328,29 @@ class SeqRecModel(nn.Module):
     # -- training --------------------------------------------------------------------
 
     def _negatives(
-        self, targets: Tensor, negatives: NegativesConfig
+        self, rows: Tensor, targets: Tensor, negatives: NegativesConfig
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
-        """targets (n,) -> (negative item ids (R,), or the items idx points into (U,):
-        see index_draws; idx (n, R) | None; valid (n, R) bool; logit offset (R,) | None).
-        Sampled kinds only ("full" uses the catalog as it is); the offset is the logQ
-        correction when asked for."""
+        """rows (n, D), targets (n,) -> (negative item ids (R,), or the items idx points
+        into (U,): see index_draws; idx (n, R) | None; valid (n, R) bool; logit offset
+        (R,) or (n, R) | None). Sampled kinds only ("full" uses the catalog as it is); the
+        offset is the logQ correction when asked for, plus the importance weight of
+        negatives drawn from the dot proposal (recsys.models.proposal)."""
         n, r, device = targets.shape[0], negatives.num, targets.device
         num_items = self.num_items
         if negatives.kind == "per_position":
-            ids = torch.randint(1, num_items + 1, (n, r), device=device)
-            items, idx = index_draws(ids, num_items)
             offset = self._uniform_offset(negatives, device)
+            if negatives.dot_proposal:
+                ids, weight = proposal_draws(
+                    rows,
+                    self.item_emb.weight[1:],
+                    self.config.similarity.tau,
+                    negatives.dot_proposal,
+                    r,
+                )
+                offset = weight if offset is None else weight + offset
+            else:
+                ids = torch.randint(1, num_items + 1, (n, r), device=device)
+            items, idx = index_draws(ids, num_items)
             return items, idx, ids != targets.unsqueeze(1), offset
         r_batch = {"in_batch": r, "mixed": round(r * negatives.in_batch_fraction)}.get(
             negatives.kind, 0
@@ -479,7 +504,7 @@ class SeqRecModel(nn.Module):
                 sim, qp, pos[:, 0], targets, row_of, item_ids.shape[0], negatives
             )
         else:
-            neg_ids, idx, valid, offset = self._negatives(targets, negatives)
+            neg_ids, idx, valid, offset = self._negatives(rows, targets, negatives)
             main = sim.sampled_softmax(
                 qp, pos[:, 0], sim.item_parts(self.item_emb(neg_ids)), idx, valid, offset=offset
             )

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from recsys.losses import sampled_softmax_rows
 from recsys.models.hstu import HSTUConfig
+from recsys.models.proposal import proposal_draws
 from recsys.models.sasrec import SASRecConfig
 from recsys.models.seqrec import (
     ModelConfig,
@@ -255,8 +256,9 @@ def test_logq_offsets_are_minus_log_expected_draws(kind, fraction):
     targets = torch.tensor([3, 3, 3, 5, 7, 7, 9, 2])
     r = 8
     torch.manual_seed(0)
+    rows = torch.randn(len(targets), HSTU_CFG.dim)
     ids, idx, valid, offset = m._negatives(
-        targets, NegativesConfig(kind, r, correction=True, in_batch_fraction=fraction)
+        rows, targets, NegativesConfig(kind, r, correction=True, in_batch_fraction=fraction)
     )
     r_b = r if kind == "in_batch" else round(r * fraction)
     assert idx is None and ids.shape == (r,) and offset is not None
@@ -266,7 +268,9 @@ def test_logq_offsets_are_minus_log_expected_draws(kind, fraction):
         expected = r_b * count / len(targets) + (r - r_b) / N
         assert offset[j].item() == pytest.approx(-math.log(expected), rel=1e-5)
     assert torch.equal(valid, ids.unsqueeze(0) != targets.unsqueeze(1))
-    _, _, _, none = m._negatives(targets, NegativesConfig(kind, r, in_batch_fraction=fraction))
+    _, _, _, none = m._negatives(
+        rows, targets, NegativesConfig(kind, r, in_batch_fraction=fraction)
+    )
     assert none is None
 
 
@@ -463,3 +467,36 @@ def test_index_draws_maps_every_draw_to_its_item(shape):
     assert items.unique().numel() == items.numel()
     assert items.numel() == (N if ids.numel() >= N else ids.unique().numel())
     assert bool(((items >= 1) & (items <= N)).all())
+
+
+def test_dot_proposal_negatives_are_the_proposal_draws_with_their_weights():
+    """kind per_position with dot_proposal: the draws and offsets of
+    recsys.models.proposal (same random stream), plus log(N/R) with the correction; the
+    positive is masked where drawn."""
+    m = model(HSTU_CFG, MOL_CFG)
+    targets = torch.tensor([3, 5, 7, 9, 2])
+    rows = torch.randn(len(targets), HSTU_CFG.dim)
+    for correction in (False, True):
+        cfg = NegativesConfig("per_position", 30, correction=correction, dot_proposal=0.6)
+        torch.manual_seed(4)
+        items, idx, valid, offset = m._negatives(rows, targets, cfg)
+        torch.manual_seed(4)
+        ids, weight = proposal_draws(rows, m.item_emb.weight[1:], MOL_CFG.tau, 0.6, 30)
+        assert idx is not None and offset is not None
+        assert torch.equal(items[idx], ids)
+        assert torch.equal(valid, ids != targets.unsqueeze(1))
+        extra = math.log(N / 30) if correction else 0.0
+        torch.testing.assert_close(offset, weight + extra)
+
+
+def test_dot_proposal_trains_and_is_checked():
+    m = model(HSTU_CFG, MOL_CFG).train()
+    ids, ts, users = batch()
+    neg = NegativesConfig("per_position", 6, dot_proposal=0.5)
+    loss, _ = m.training_loss(ids, ts, users, negatives=neg, dot_aux_weight=1.0)
+    loss.backward()
+    assert torch.isfinite(loss) and m.similarity.cross_in.weight.grad is not None
+    with pytest.raises(ValueError, match=r"dot_proposal must be in \[0, 1\)"):
+        NegativesConfig("per_position", dot_proposal=1.0)
+    with pytest.raises(ValueError, match="applies to kind 'per_position' only"):
+        NegativesConfig("shared", dot_proposal=0.5)
