@@ -146,6 +146,11 @@ RECIPE_STEPS = (
             "192 per position, 20 epochs, weights averaged (EMA): within three hours",
         ),
         ("ml-1m-hstu-dot-ema20-cpu", "(its dot twin: the full-catalog loss alone)"),
+        (
+            "ml-1m-hstu-mol-pp192-prop-cpu",
+            "the selected recipe with half of each position's negatives drawn from the dot "
+            "product's own softmax, importance-weighted: lower on validation, not selected",
+        ),
     ),
 )
 # Runs of one recipe under different seeds, per dataset: (what the recipe is, row names).
