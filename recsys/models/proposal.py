@@ -15,7 +15,7 @@ of uniform draws and the plain dot product's softmax (what the auxiliary full-ca
 trains, `training.dot_aux_weight`), computed without gradient. Each negative's logit gets
 the offset -log(N * Q(x)), so that E[sum over draws of exp(s + offset)] = R * mean_x
 exp(s_x): the same expectation as R uniform draws without correction, the authors'
-estimator (docs/SPEC.md section 2). With a = 0 the offset is 0 and the draws are uniform.
+estimator (docs/SPEC.md section 2.5). With a = 0 the offset is 0 and the draws are uniform.
 The uniform share keeps every item's Q(x) >= (1 - a) / N, so no weight exceeds 1 / (1 - a).
 """
 
