@@ -14,7 +14,13 @@ the kernel picks) on random inputs and times, median over --reps after a warm-up
 Each stage's share of the eager chunk says where an optimisation can pay; the stages'
 sum is close to, not equal to, the whole (caches are warmer for a stage run alone).
 
-    recsys bench mol_chunk [--negatives 192] [--reps 30] [--out PATH]
+`--against REV` also times the whole eager chunk with `recsys/similarity/mol_fused.py` as it
+was at git revision REV (loaded from `git show`, every other module as it is now), in
+alternating rounds of --reps calls, and records the median over rounds of each round's
+ratio (this kernel / REV's): a before/after of a kernel change that holds on a machine
+whose speed drifts from minute to minute, which separate runs do not.
+
+    recsys bench mol_chunk [--negatives 192] [--reps 30] [--against REV] [--out PATH]
 
 Writes benchmarks/results/mol-chunk-cpu.json.
 """
@@ -22,9 +28,13 @@ Writes benchmarks/results/mol-chunk-cpu.json.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +70,66 @@ def median_ms(fn: Callable[[], Any], reps: int, warmup: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
+
+
+def kernel_at(rev: str) -> Any:
+    """`recsys.similarity.mol_fused` as it was at git revision `rev`, as a separate module."""
+    path = "recsys/similarity/mol_fused.py"
+    source = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    if source.returncode != 0:
+        raise SystemExit(f"--against {rev}: git show {rev}:{path} failed: {source.stderr.strip()}")
+    name = f"mol_fused_at_{rev.replace('-', '_').replace('~', '_').replace('^', '_')}"
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / f"{name}.py"
+        file.write_text(source.stdout)
+        spec = importlib.util.spec_from_file_location(name, file)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+    return module
+
+
+def against(t: dict[str, Any], dropout: float, rev: str, old: Any, reps: int, rounds: int) -> dict:
+    """The eager chunk with the current kernel and with `old` (REV's), in alternating rounds."""
+    kernels = {"current": sys.modules[negatives_chunk.__module__], rev: old}
+    commit = subprocess.run(
+        ["git", "rev-parse", rev], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    def call(module: Any) -> Callable[[], Any]:
+        gate = module.GateWeights(*(getattr(t["gate"], k) for k in ("w1", "b1", "w2", "b2")))
+        return lambda: module.negatives_chunk(
+            t["fs"],
+            t["g"],
+            t["a_q"],
+            t["a_x"],
+            gate,
+            t["pos"],
+            t["idx"],
+            t["valid"],
+            dropout,
+            training=True,
+            need_grads=True,
+            into=t["into"],
+        )
+
+    calls = {label: call(module) for label, module in kernels.items()}
+    times: dict[str, list[float]] = {label: [] for label in calls}
+    for r in range(rounds):
+        for label, fn in calls.items():
+            times[label].append(median_ms(fn, reps, warmup=3 if r == 0 else 1))
+    ratios = [a / b for a, b in zip(times["current"], times[rev], strict=True)]
+    return {
+        "rev": rev,
+        "commit": commit,
+        "rounds": rounds,
+        "median_ms": {label: statistics.median(ms) for label, ms in times.items()},
+        "ratio_current_over_rev": statistics.median(ratios),
+        "ratio_range": [min(ratios), max(ratios)],
+    }
 
 
 def make_chunk(
@@ -136,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dropout", type=float, default=0.2, help="gate dropout")
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--against", metavar="REV", help="git revision of the kernel to compare")
+    parser.add_argument("--rounds", type=int, default=16, help="alternating rounds (--against)")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
+    old = kernel_at(args.against) if args.against else None  # a bad REV fails before timing
     tune_malloc()  # as `recsys train`
     torch.set_num_threads(args.threads)
     p_q, p_x, d_p, hidden = 8, 4, 64, 128  # MoL 8x4x64, gate hidden 128 (the paper's ML-1M)
@@ -173,6 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         share = ms / chunk["eager"] if name in eager_stages else None
         print(f"{name:>26}: {ms:7.3f} ms" + (f" ({share:.0%} of the eager chunk)" if share else ""))
     print(f"whole chunk: eager {chunk['eager']:.3f} ms, compiled {chunk['compiled']:.3f} ms")
+    compared = None
+    if args.against:
+        compared = against(t, args.dropout, args.against, old, args.reps, args.rounds)
+        lo, hi = compared["ratio_range"]
+        print(
+            f"against {args.against}: this kernel takes {compared['ratio_current_over_rev']:.3f}x "
+            f"its time (median of {args.rounds} rounds; rounds {lo:.3f}-{hi:.3f})"
+        )
     out = {
         "benchmark": "mol_chunk",
         "config": {
@@ -194,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "chunk_ms": chunk,
         "stage_ms": stages,
         "eager_stage_sum_ms": sum(eager_stages.values()),
+        **({"against": compared} if compared else {}),
         "provenance": provenance(),
     }
     atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")

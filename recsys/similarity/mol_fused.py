@@ -43,6 +43,9 @@ from recsys.similarity.dropout import random_keep
 
 RENORM_EPS = 1e-6
 CHUNK_BYTES = 4 << 20
+# A chunk's item gradient is scattered in bf16 when it draws each catalog item at least
+# this many times on average (component_grads; benchmarks/results/mol-chunk-cpu.json).
+BF16_SCATTER_DRAWS_PER_ITEM = 3
 
 
 @dataclass
@@ -216,10 +219,19 @@ def component_grads(
     acc = torch.promote_types(fs.dtype, torch.float32)
     d_s_b = d_s4.reshape(c, p_q, r * p_x)
     d_fs = torch.bmm(d_s_b, g_rows)  # (c, P_Q, d)
-    # (c, R*P_X, d), a product over P_Q only: memory-bound, so it is taken in fp32
-    # (no bf16 result to widen before it is added up)
-    d_g_rows = torch.bmm(d_s_b.transpose(1, 2).to(acc), fs.to(acc))
     buffer = torch.zeros(g.shape, dtype=acc, device=g.device) if into is None else into
+    # d g per (row, negative): (c, R*P_X, d), a product over P_Q only, so memory-bound.
+    # When the chunk draws each item several times on average (a small catalog), it and its
+    # scatter run in the compute dtype, which halves the bytes they move, into a chunk-sized
+    # buffer then added to the fp32 one: bf16 then sums only one chunk's few draws of an
+    # item (autocast's own backward of the gather would sum the whole batch's). A large
+    # catalog would pay more for that buffer than the scatter saves: fp32 straight in.
+    if fs.dtype != acc and BF16_SCATTER_DRAWS_PER_ITEM * g.shape[0] <= c * r:
+        d_g_rows = torch.bmm(d_s_b.transpose(1, 2), fs)
+        chunk = torch.zeros(g.shape, dtype=fs.dtype, device=g.device)
+        chunk.index_add_(0, flat_idx, d_g_rows.view(c * r, p_x, d))
+        return d_fs, buffer.add_(chunk)
+    d_g_rows = torch.bmm(d_s_b.transpose(1, 2).to(acc), fs.to(acc))
     return d_fs, buffer.index_add_(0, flat_idx, d_g_rows.view(c * r, p_x, d))
 
 

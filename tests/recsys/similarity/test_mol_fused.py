@@ -171,14 +171,20 @@ def test_training_mode_dropout_keeps_the_loss_finite_and_random():
     assert all(torch.isfinite(v.grad).all() for v in t.values())
 
 
-def test_bf16_autocast_is_close_to_fp32():
+# chunk_pairs (per-row negatives, 12 per row, 8 items): 48 = 4 rows a chunk, 48 draws of
+# 8 items, so the item gradient is scattered in bf16; 12 = 1 row, fewer draws than 3 per
+# item, so it goes straight into fp32 (component_grads)
+@pytest.mark.parametrize("chunk_pairs", [None, 48, 12])
+def test_bf16_autocast_is_close_to_fp32(chunk_pairs):
     t = tensors(16, 8, dtype=torch.float32)
     gate = GateWeights(t["w1"], t["b1"], t["w2"], t["b2"])
     args = (t["pos"], t["f"], t["a_q"], t["g"], t["a_x"], gate, TAU, 0.0, False)
-    ref = fused_sampled_softmax(*args)
+    idx = torch.randint(0, 8, (16, 12), generator=torch.Generator().manual_seed(5))
+    kwargs = {} if chunk_pairs is None else {"idx": idx, "chunk_pairs": chunk_pairs}
+    ref = fused_sampled_softmax(*args, **kwargs)
     ref_grads = torch.autograd.grad(ref, list(t.values()))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = fused_sampled_softmax(*args)
+        low = fused_sampled_softmax(*args, **kwargs)
     grads = torch.autograd.grad(low, list(t.values()))
     assert low.dtype == torch.float32
     assert low.item() == pytest.approx(ref.item(), rel=0.03)
