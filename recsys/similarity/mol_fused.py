@@ -44,7 +44,9 @@ from recsys.similarity.dropout import random_keep
 RENORM_EPS = 1e-6
 CHUNK_BYTES = 4 << 20
 # A chunk's item gradient is scattered in bf16 when it draws each catalog item at least
-# this many times on average (component_grads; benchmarks/results/mol-chunk-cpu.json).
+# this many times on average (component_grads): on the chunk benchmark the bf16 buffer
+# paid at ML-1M's 4.4 draws per item and cost at 1.3 (`recsys bench mol_chunk --items N
+# --against REV`).
 BF16_SCATTER_DRAWS_PER_ITEM = 3
 
 
@@ -222,10 +224,11 @@ def component_grads(
     buffer = torch.zeros(g.shape, dtype=acc, device=g.device) if into is None else into
     # d g per (row, negative): (c, R*P_X, d), a product over P_Q only, so memory-bound.
     # When the chunk draws each item several times on average (a small catalog), it and its
-    # scatter run in the compute dtype, which halves the bytes they move, into a chunk-sized
-    # buffer then added to the fp32 one: bf16 then sums only one chunk's few draws of an
-    # item (autocast's own backward of the gather would sum the whole batch's). A large
-    # catalog would pay more for that buffer than the scatter saves: fp32 straight in.
+    # scatter run in the compute dtype, which halves the bytes they move, into a bf16
+    # catalog-sized buffer of this chunk's own, then added to the fp32 one: bf16 sums only
+    # one chunk's few draws of an item (autocast's own backward of the gather would sum the
+    # whole batch's). On a large catalog that buffer costs more than the scatter saves, so
+    # d g goes straight into fp32.
     if fs.dtype != acc and BF16_SCATTER_DRAWS_PER_ITEM * g.shape[0] <= c * r:
         d_g_rows = torch.bmm(d_s_b.transpose(1, 2), fs)
         chunk = torch.zeros(g.shape, dtype=fs.dtype, device=g.device)
