@@ -44,9 +44,9 @@ from recsys.similarity.dropout import random_keep
 RENORM_EPS = 1e-6
 CHUNK_BYTES = 4 << 20
 # A chunk's item gradient is scattered in bf16 when it draws each catalog item at least
-# this many times on average (component_grads): on the chunk benchmark the bf16 buffer
-# paid at ML-1M's 4.4 draws per item and cost at 1.3 (`recsys bench mol_chunk --items N
-# --against REV`).
+# this many times on average (component_grads): the bf16 buffer costs a pass over the
+# catalog per chunk, the saving grows with the draws. Check a change with
+# `recsys bench mol_chunk --items N --against REV`.
 BF16_SCATTER_DRAWS_PER_ITEM = 3
 
 
