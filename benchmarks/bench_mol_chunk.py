@@ -92,6 +92,28 @@ def kernel_at(rev: str) -> Any:
     return module
 
 
+def whole_chunk(
+    module: Any, t: dict[str, Any], dropout: float, compiled: bool = False
+) -> Callable[[], Any]:
+    """A call of `module.negatives_chunk` (a version of mol_fused) on the chunk `t`."""
+    gate = module.GateWeights(*(getattr(t["gate"], k) for k in ("w1", "b1", "w2", "b2")))
+    return lambda: module.negatives_chunk(
+        t["fs"],
+        t["g"],
+        t["a_q"],
+        t["a_x"],
+        gate,
+        t["pos"],
+        t["idx"],
+        t["valid"],
+        dropout,
+        training=True,
+        need_grads=True,
+        into=t["into"],
+        compiled=compiled,
+    )
+
+
 def against(t: dict[str, Any], dropout: float, rev: str, old: Any, reps: int, rounds: int) -> dict:
     """The eager chunk with the current kernel and with `old` (REV's), in alternating rounds."""
     kernels = {"current": sys.modules[negatives_chunk.__module__], rev: old}
@@ -99,24 +121,7 @@ def against(t: dict[str, Any], dropout: float, rev: str, old: Any, reps: int, ro
         ["git", "rev-parse", rev], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
 
-    def call(module: Any) -> Callable[[], Any]:
-        gate = module.GateWeights(*(getattr(t["gate"], k) for k in ("w1", "b1", "w2", "b2")))
-        return lambda: module.negatives_chunk(
-            t["fs"],
-            t["g"],
-            t["a_q"],
-            t["a_x"],
-            gate,
-            t["pos"],
-            t["idx"],
-            t["valid"],
-            dropout,
-            training=True,
-            need_grads=True,
-            into=t["into"],
-        )
-
-    calls = {label: call(module) for label, module in kernels.items()}
+    calls = {label: whole_chunk(module, t, dropout) for label, module in kernels.items()}
     times: dict[str, list[float]] = {label: [] for label in calls}
     for r in range(rounds):
         for label, fn in calls.items():
@@ -216,29 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     p_q, p_x, d_p, hidden = 8, 4, 64, 128  # MoL 8x4x64, gate hidden 128 (the paper's ML-1M)
     # the kernel's own chunk: about CHUNK_BYTES of bf16 (pairs, hidden) activations
     rows = args.rows or max(1, CHUNK_BYTES // (hidden * 2) // args.negatives)
+    kernel = sys.modules[negatives_chunk.__module__]
     t = make_chunk(rows, args.negatives, args.items, p_q, p_x, d_p, hidden, seed=0)
     load_at_start = list(os.getloadavg())
 
-    def whole(compiled: bool) -> Callable[[], Any]:
-        return lambda: negatives_chunk(
-            t["fs"],
-            t["g"],
-            t["a_q"],
-            t["a_x"],
-            t["gate"],
-            t["pos"],
-            t["idx"],
-            t["valid"],
-            args.dropout,
-            training=True,
-            need_grads=True,
-            into=t["into"],
-            compiled=compiled,
-        )
-
     chunk = {
-        "eager": median_ms(whole(False), args.reps),
-        "compiled": median_ms(whole(True), args.reps),
+        "eager": median_ms(whole_chunk(kernel, t, args.dropout), args.reps),
+        "compiled": median_ms(whole_chunk(kernel, t, args.dropout, compiled=True), args.reps),
     }
     stages = {name: median_ms(fn, args.reps) for name, fn in stage_calls(t, args.dropout).items()}
     eager_stages = {k: v for k, v in stages.items() if k != "gate maths, compiled"}
