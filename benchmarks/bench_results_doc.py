@@ -156,6 +156,12 @@ RECIPE_STEPS = (
             "dot pilot: the 32-epoch dot twin with encoder dropout 0.1 instead of 0.2; ahead "
             "by 0.002-0.004 in the first half, level at the end: not taken to MoL",
         ),
+        (
+            "ml-1m-hstu-mol-pp192-e40-cpu",
+            "the selected recipe on a 40-epoch cosine schedule instead of 32, gate maths "
+            "compiled, over two sessions (its second half with the bf16 item-gradient "
+            "scatter): lower on validation, over three hours: not selected",
+        ),
     ),
 )
 # Runs of one recipe under different seeds, per dataset: (what the recipe is, row names).
