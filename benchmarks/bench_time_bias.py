@@ -10,7 +10,9 @@ so test is not recorded.
     recsys bench time_bias --seeds 42 43 44 45 --data-cache data
 
 Writes benchmarks/results/time-bias-ml-100k-cpu.json with provenance. Skips cleanly (exit 0)
-when the shared ML-100K data is absent. Run directories go under --runs (not kept in git).
+when the shared ML-100K data is absent. Run directories go under --runs (not kept in git),
+one per configuration and seed: a rerun resumes a run that stopped, and re-reads one that
+finished.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.bench_accuracy import data_or_skip
+from benchmarks.bench_accuracy import config_key, data_or_skip
 from recsys.atomic import atomic_write_text
 from recsys.malloc import tune_malloc
 from recsys.provenance import REPO_ROOT, provenance
@@ -77,9 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for time_bias in (True, False):
             config = variant(base, time_bias, seed)
-            out_dir = Path(args.runs) / f"{'on' if time_bias else 'off'}-seed{seed}"
+            # one directory per whole configuration: a rerun resumes (or re-reads) it
+            name = f"{'on' if time_bias else 'off'}-seed{seed}-{config_key(config)}"
+            out_dir = Path(args.runs) / name
+            last = out_dir / "checkpoints" / "last.ckpt"
             start = time.perf_counter()
-            metrics = train(config, data_dir=data_dir, out_dir=out_dir, progress_bar=False)
+            metrics = train(
+                config,
+                data_dir=data_dir,
+                out_dir=out_dir,
+                resume=out_dir if last.is_file() else None,
+                progress_bar=False,
+            )
             valid = {m: metrics["valid"][m] for m in METRICS}
             runs.append(
                 {
