@@ -59,6 +59,12 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it, else as given."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     from recsys.training.config import load_config
     from recsys.training.run import train
@@ -71,10 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
     tune_malloc()
+    base = load_config(args.config)
+    if not hasattr(base.model.encoder, "time_bias"):
+        kind = type(base.model.encoder).__name__
+        raise SystemExit(f"{args.config}: model.encoder is {kind}, which has no time bias (HSTU)")
     data_dir = data_or_skip("ml-100k", args)
     if data_dir is None:
         return 0
-    base = load_config(args.config)
     runs = []
     for seed in args.seeds:
         for time_bias in (True, False):
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "time_bias",
         "dataset": "ml-100k",
-        "config": str(args.config.resolve().relative_to(REPO_ROOT)),
+        "config": _shown(args.config),
         "split": "valid",
         "runs": runs,
         "summary": summary,

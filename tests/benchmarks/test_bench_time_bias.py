@@ -44,3 +44,13 @@ def test_skips_cleanly_without_data(tmp_path, monkeypatch, capsys):
     assert main(["--data-cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
     assert not out.exists()
     assert "skip ml-100k" in capsys.readouterr().out
+
+
+def test_refuses_an_encoder_without_time_bias(tmp_path):
+    config = tmp_path / "sasrec.yaml"
+    config.write_text(
+        "extends: " + str(REPO_ROOT / "configs/ml-100k-hstu-dot.yaml") + "\n"
+        "model:\n  encoder: {type: sasrec, max_len: 50, dim: 32}\n"
+    )
+    with pytest.raises(SystemExit, match="has no time bias"):
+        main(["--config", str(config), "--data-cache", str(tmp_path / "cache")])
