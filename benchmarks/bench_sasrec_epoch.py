@@ -182,12 +182,6 @@ def _config_defaults(args: argparse.Namespace) -> None:
             setattr(args, name, value)
 
 
-def _shown(path: Path) -> str:
-    """The path relative to the repository when inside it."""
-    path = path.resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
-
-
 def _negatives_label(negatives: Any) -> str:
     return "full" if negatives.kind == "full" else f"{negatives.kind}:{negatives.num}"
 
@@ -369,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from recsys.atomic import atomic_write_text
-    from recsys.provenance import command_line, provenance
+    from recsys.provenance import command_line, provenance, repo_relative
     from recsys.training.config import load_config
 
     data = prepared_ml1m(args.data_cache)
@@ -395,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     result = {
         "benchmark": "sasrec-dot epoch, ML-1M (2 blocks, 1 head, d 50, length 200)",
-        "config": _shown(args.config),
+        "config": repo_relative(args.config),
         "lr": args.lr,
         "batch_size": args.batch_size,
         "lr_schedule": args.lr_schedule,

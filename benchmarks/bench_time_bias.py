@@ -27,7 +27,7 @@ from pathlib import Path
 from benchmarks.bench_accuracy import config_key, data_or_skip
 from recsys.atomic import atomic_write_text
 from recsys.malloc import tune_malloc
-from recsys.provenance import REPO_ROOT, provenance
+from recsys.provenance import REPO_ROOT, provenance, repo_relative
 
 RESULT = REPO_ROOT / "benchmarks" / "results" / "time-bias-ml-100k-cpu.json"
 METRICS = ("ndcg@10", "hr@10", "mrr")
@@ -57,12 +57,6 @@ def summarize(runs: list[dict]) -> dict:
             "seeds_on_ahead": sum(g > 0 for g in gaps),
         }
     return out
-
-
-def _shown(path: Path) -> str:
-    """`path` relative to the repository when it lies inside it, else as given."""
-    resolved = path.resolve()
-    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "time_bias",
         "dataset": "ml-100k",
-        "config": _shown(args.config),
+        "config": repo_relative(args.config),
         "split": "valid",
         "runs": runs,
         "summary": summary,

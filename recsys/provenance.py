@@ -16,6 +16,13 @@ from recsys.malloc import malloc_settings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def repo_relative(path: Path) -> str:
+    """`path` as a result file records it: relative to the repository when inside it, else
+    absolute."""
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def git_commit() -> str:
     """The current commit (with `-dirty` when the tree has uncommitted changes), or 'unknown'."""
     try:
