@@ -2,6 +2,7 @@
 
     recsys train --config CFG [--data DIR] [--out RUN_DIR] [--resume CKPT|RUN_DIR] [--max-epochs N]
                  [--refit]
+    recsys train --config CFG --print-config
     recsys evaluate (--run RUN_DIR | --checkpoint CKPT) [--data DIR] [--split valid|test]
                     [--retriever NAME] [--out JSON]
 
@@ -51,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="after selection on validation, train again from scratch on train + validation "
         "targets for the selected number of epochs and report test once (RUN_DIR/refit)",
     )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the config as it would run (its `extends` chain merged, every default "
+        "filled in: what RUN_DIR/run_config.yaml will hold) and exit without training",
+    )
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser(
@@ -97,6 +104,21 @@ def load_run_config(path: str | Path) -> RunConfig:
     return config
 
 
+def resolved_config_text(path: str | Path, config: RunConfig) -> str:
+    """YAML of `config` as `recsys train` runs it (as RUN_DIR/run_config.yaml holds it),
+    under a comment naming the files it was merged from."""
+    import yaml
+
+    from recsys.training.config import read_config_file
+
+    _, files = read_config_file(Path(path))
+    header = [f"# {path} as `recsys train` runs it, every default filled in; merged from"]
+    header += [
+        f"#   {f}" + ("" if i + 1 == len(files) else ", which extends") for i, f in enumerate(files)
+    ]
+    return "\n".join(header) + "\n" + yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def prepare_data(config: RunConfig, data_dir: str | Path | None) -> Path:
     """The dataset directory of a run (--data beats data.path, `resolve_data_dir`); when it
     does not exist and the config has a `data.synthetic` section, the synthetic dataset is
@@ -116,6 +138,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.max_epochs is not None and args.max_epochs < 1:
         raise UserError(f"--max-epochs must be >= 1, got {args.max_epochs}")
     config = load_run_config(args.config)  # validated before any data is read
+    if args.print_config:
+        print(resolved_config_text(args.config, config), end="")
+        return 0
     metrics = train(
         config,
         data_dir=prepare_data(config, args.data),

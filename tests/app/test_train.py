@@ -124,3 +124,28 @@ def test_train_generates_a_missing_synthetic_dataset(tmp_path: Path) -> None:
     before = (data / "stats.json").stat().st_mtime_ns
     assert run_cli([*argv[:4], str(tmp_path / "run2"), *argv[5:]]) == 0  # present: reused
     assert (data / "stats.json").stat().st_mtime_ns == before
+
+
+def test_print_config_shows_the_merged_config_and_trains_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recsys.training.config import load_config
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(CONFIG))
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\ntraining: {epochs: 5}\ndata: {path: missing}\n")
+    out = tmp_path / "run"
+    assert run_cli(["train", "--config", str(child), "--out", str(out), "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert not out.exists()  # no run directory, no data read (data.path does not exist)
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert str(child) in header[0] and str(tmp_path / "base.yaml") in header[-1]
+    printed = yaml.safe_load(text)
+    assert printed == load_config(child).to_dict()
+    assert printed["name"] == "child" and printed["training"]["epochs"] == 5
+    assert printed["training"]["batch_size"] == 16  # from the base
+    assert "lr" in printed["training"]  # a default, filled in
+    # what it prints is itself a config that runs the same
+    again = tmp_path / "printed.yaml"
+    again.write_text(text)
+    assert load_config(again).to_dict() == printed
