@@ -1,9 +1,10 @@
 """Every run config in configs/ loads (through its `extends` chain), validates, builds the
 model it describes and survives the run directory's run_config.yaml round trip; every base
-file in configs/base/ is used."""
+file in configs/base/ is used; configs/README.md indexes them all."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,13 @@ def test_config_round_trips_through_run_config_yaml(path: Path) -> None:
 def test_every_base_is_extended() -> None:
     used = {f.resolve() for p in RUN_CONFIGS for f in read_config_file(p)[1][1:]}
     assert BASES and set(p.resolve() for p in BASES) <= used
+
+
+def test_the_index_names_every_config_and_only_configs() -> None:
+    """configs/README.md, the index a reader starts from, lists every file here and names
+    no file that is gone."""
+    index = (CONFIGS / "README.md").read_text()
+    named = set(re.findall(r"`([\w./-]+\.yaml)`", index))
+    present = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
+    assert present - named == set(), "add these to configs/README.md"
+    assert named - present == set(), "configs/README.md names files that do not exist"
