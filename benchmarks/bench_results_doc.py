@@ -184,6 +184,11 @@ SEED_GROUPS: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
                 "negatives alone)",
                 ("ml-1m-hstu-mol-pp192-noaux-cpu", "ml-1m-hstu-mol-pp192-noaux-seed2-cpu"),
             ),
+            (
+                "HSTU + MoL, 192 per-position negatives, 40-epoch schedule stopped on validation "
+                "(patience 8)",
+                ("ml-1m-hstu-mol-pp192-e40-cpu", "ml-1m-hstu-mol-pp192-e40-seed2-cpu"),
+            ),
         ),
     ),
 )
