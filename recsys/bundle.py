@@ -17,13 +17,17 @@ BUNDLE/
   metadata.json       bundle_version, model_version (content hash of weights + config),
                       created_at, data (checksum, counts), metrics (validation/test, when
                       the run recorded them), warnings (the run's, e.g. "does not beat
-                      popularity"), source checkpoint, max_len
+                      popularity"), source checkpoint, max_len, files (the size and sha256
+                      of every other file)
 ```
 
 `export_bundle` writes it atomically (`recsys.atomic.atomic_dir`: a failed export never
 replaces a good bundle). `load_bundle` checks the version, every file and every tensor shape
 against the config, and that the stored index matches the weights, with errors that name
-the file and what was expected. The index is stored in float32 and cast on load: bf16 on
+the file and what was expected; last, that every file is byte for byte the one exported
+(its size and sha256 against `files` in metadata.json), so that what is served is the
+model, catalog and histories that `model_version` names, not a file changed or copied in
+since. The index is stored in float32 and cast on load: bf16 on
 CUDA (halves memory and bandwidth), float32 on CPU (`recsys.retrieval.index
 .default_index_dtype` says why, from `benchmarks/bench_retrieval.py`'s measurements).
 
@@ -71,6 +75,8 @@ BUNDLE_FILES = (
     SEEN_FILE,
     METADATA_FILE,
 )
+CHECKED_FILES = tuple(f for f in BUNDLE_FILES if f != METADATA_FILE)  # in metadata "files"
+HASH_BLOCK = 1 << 20
 VERIFY_ROWS = 16  # index rows recomputed from the weights on load
 VERIFY_ATOL = 1e-4
 
@@ -196,8 +202,21 @@ def export_bundle_from_model(
         ).write_parquet(tmp / USERS_FILE)
         _histories_frame(dataset, max_len).write_parquet(tmp / HISTORIES_FILE)
         _seen_frame(dataset).write_parquet(tmp / SEEN_FILE)
+        metadata["files"] = {name: _file_record(tmp / name) for name in CHECKED_FILES}
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 
 def _data_metadata(dataset: SequenceDataset) -> dict[str, Any]:
@@ -272,7 +291,10 @@ def load_bundle(
     """Load and check a bundle directory; the model and index go to `device`.
 
     index_dtype: None = `default_index_dtype(device)`. verify: recompute a
-    few index rows from the weights and compare (catches an index from another model).
+    few index rows from the weights and compare (catches an index from another model), and
+    check every file's size and sha256 against metadata.json (catches any file changed
+    since export). A bundle exported before files were recorded loads with a warning in
+    its metadata instead.
     """
     root = Path(path)
     device = torch.device(device)
@@ -317,6 +339,8 @@ def load_bundle(
         root / HISTORIES_FILE, users.height, config.num_items
     )
     seen_items, seen_offsets = _read_seen(root / SEEN_FILE, users.height, config.num_items)
+    if verify:
+        metadata = _verify_files(root, metadata)
     titles = None
     if "title" in items.columns:
         titles = np.empty(config.num_items + 1, dtype=object)
@@ -397,6 +421,39 @@ def _verify_index(model: SeqRecModel, index: ItemIndex, path: Path) -> None:
         bad = bad or not torch.allclose(parts.a_x, index.a_x[rows], atol=VERIFY_ATOL)
     if bad:
         raise UserError(f"{path}: item components do not match {MODEL_FILE} (stale index?)")
+
+
+def _verify_files(root: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Check each file against its record in metadata["files"]; returns the metadata, with
+    a warning added when the bundle has no records (exported before they were kept)."""
+    records = metadata.get("files")
+    if records is None:
+        warning = (
+            f"{root / METADATA_FILE} records no file checksums (an older export): its files "
+            "cannot be checked against the export; re-export to have them checked"
+        )
+        return {**metadata, "warnings": [*(metadata.get("warnings") or []), warning]}
+    if not isinstance(records, dict):
+        raise UserError(f"{root / METADATA_FILE}: 'files' must map file names to records")
+    for name in CHECKED_FILES:
+        record = records.get(name)
+        if not isinstance(record, dict) or not {"bytes", "sha256"} <= set(record):
+            raise UserError(f"{root / METADATA_FILE}: 'files' has no bytes and sha256 of {name}")
+        path = root / name
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            raise UserError(
+                f"{path}: {size} bytes, but {METADATA_FILE} recorded {record['bytes']} at "
+                "export: the file changed since (re-export the bundle or restore the file)"
+            )
+        digest = _sha256(path)
+        if digest != record["sha256"]:
+            raise UserError(
+                f"{path}: sha256 {digest[:16]}..., but {METADATA_FILE} recorded "
+                f"{str(record['sha256'])[:16]}... at export: the file changed since "
+                "(re-export the bundle or restore the file)"
+            )
+    return metadata
 
 
 def _read_frame(path: Path, schema: dict[str, Any]) -> pl.DataFrame:

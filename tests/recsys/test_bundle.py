@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -259,3 +260,35 @@ def test_training_warnings_reach_the_bundle(tmp_path) -> None:
     (run / "metrics.json").write_text(json.dumps({"valid": {}, "warnings": [warning]}))
     export_bundle(run, tmp_path / "b")
     assert load_bundle(tmp_path / "b").metadata["warnings"] == [warning]
+
+
+def test_every_file_is_recorded_with_its_size_and_sha256(exported) -> None:
+    out = exported[2]
+    records = json.loads((out / "metadata.json").read_text())["files"]
+    assert sorted(records) == sorted(f for f in BUNDLE_FILES if f != "metadata.json")
+    for name, record in records.items():
+        raw = (out / name).read_bytes()
+        assert record == {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def test_a_file_changed_after_export_is_refused(exported) -> None:
+    out = exported[2]
+    # Same schema and row count, keys shuffled: every structural check passes, yet the
+    # service would answer with the wrong item keys.
+    items = pl.read_parquet(out / "items.parquet")
+    items.with_columns(pl.col("item_key").reverse()).write_parquet(out / "items.parquet")
+    with pytest.raises(UserError, match=r"items\.parquet: .* at export: the file changed since"):
+        load_bundle(out)
+    assert load_bundle(out, verify=False).item_keys[1] == items["item_key"][-1]
+
+
+def test_a_bundle_without_file_records_loads_with_a_warning(exported) -> None:
+    out = exported[2]
+    meta = json.loads((out / "metadata.json").read_text())
+    del meta["files"]
+    (out / "metadata.json").write_text(json.dumps(meta))
+    warnings = load_bundle(out).metadata["warnings"]
+    assert len(warnings) == 1 and "records no file checksums" in warnings[0]
+    (out / "metadata.json").write_text(json.dumps({**meta, "files": {"model.safetensors": {}}}))
+    with pytest.raises(UserError, match=r"'files' has no bytes and sha256 of model\.safetensors"):
+        load_bundle(out)
