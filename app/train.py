@@ -3,8 +3,8 @@
     recsys train --config CFG [--data DIR] [--out RUN_DIR] [--resume CKPT|RUN_DIR] [--max-epochs N]
                  [--refit]
     recsys train --config CFG --print-config
-    recsys evaluate (--run RUN_DIR | --checkpoint CKPT) [--data DIR] [--split valid|test]
-                    [--retriever NAME] [--out JSON]
+    recsys evaluate (--run RUN_DIR | --checkpoint CKPT | --bundle BUNDLE) [--data DIR]
+                    [--split valid|test] [--retriever NAME] [--out JSON]
 
 Both print a Markdown table of the model beside the popularity baseline (ranks: 1 + number
 of items scoring strictly higher than the target, seen items masked; see recsys.metrics).
@@ -69,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="run directory written by `recsys train`")
     src.add_argument("--checkpoint", type=Path, help="a Lightning checkpoint (.ckpt)")
+    src.add_argument(
+        "--bundle",
+        type=Path,
+        help="a bundle written by `recsys export` (needs --data, its dataset): the model as "
+        "served, compared with the figures its run recorded; exit status 1 if they differ",
+    )
     e.add_argument("--data", type=Path, help="dataset directory (default: the run's)")
     e.add_argument("--split", choices=("valid", "test"), default="test")
     from recsys.retrieval.factory import RETRIEVER_NAMES
@@ -195,8 +201,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model, data_dir, max_len = _load(args)
-    data = load_dataset(data_dir)
+    bundle = None
+    if args.bundle is not None:
+        bundle, data_dir, data = _load_bundle(args)
+        model, max_len = bundle.model, bundle.max_len
+    else:
+        model, data_dir, max_len = _load(args)
+        data = load_dataset(data_dir)
     if data.num_items != model.num_items:
         raise UserError(
             f"{data_dir} has {data.num_items} items but the model was trained on "
@@ -211,7 +222,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     popularity = PopularityScorer(training_item_counts(data)).to(device)
     pop = evaluate(popularity, data, args.split, max_len, args.batch_size, device)
     name = f"model ({args.retriever})"
-    print(format_table({name: result, "popularity": pop}), file=sys.stdout)
+    rows = {name: result, "popularity": pop}
+    recorded = None if bundle is None else (bundle.metadata.get("metrics") or {}).get(args.split)
+    if isinstance(recorded, dict):
+        rows["recorded at export"] = recorded
+    print(format_table(rows), file=sys.stdout)
     if args.out is not None:
         write_json(
             args.out,
@@ -223,7 +238,59 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "popularity": pop,
             },
         )
-    return 0
+    if bundle is None:
+        return 0
+    return _compare_with_recorded(args, result, recorded)
+
+
+# A bundle's model ranked as its run ranked it (fp32, brute force) gives the same figures:
+# only a score within float rounding of its target's could move a rank, and 1e-4 is less
+# than one query's weight in a split of up to 10,000 users.
+RECORDED_ATOL = 1e-4
+
+
+def _load_bundle(args: argparse.Namespace) -> tuple[Any, Path, Any]:
+    """-> (Bundle, data dir, SequenceDataset), the dataset checked to be the bundle's."""
+    from recsys.bundle import check_bundle_dataset, load_bundle
+    from recsys.dataset import load_dataset
+
+    if args.data is None:
+        raise UserError(
+            "--data DIR is required with --bundle: a bundle does not record where its "
+            "dataset lives (pass the one the model was trained on)"
+        )
+    bundle = load_bundle(args.bundle, device=args.device)
+    data = load_dataset(args.data)
+    check_bundle_dataset(bundle, data, args.data)
+    return bundle, Path(args.data), data
+
+
+def _compare_with_recorded(
+    args: argparse.Namespace, result: dict[str, float], recorded: object
+) -> int:
+    """Print whether the bundle ranks `args.split` as its run recorded; 1 if it does not."""
+    if not isinstance(recorded, dict):
+        print(f"{args.bundle}: its run recorded no {args.split} figures to compare with")
+        return 0
+    shared = [k for k in result if isinstance(recorded.get(k), int | float)]
+    worst = max(shared, key=lambda k: abs(result[k] - recorded[k]), default=None)
+    if worst is None:
+        print(f"{args.bundle}: its recorded {args.split} figures name none of these metrics")
+        return 0
+    gap = abs(result[worst] - recorded[worst])
+    if gap <= RECORDED_ATOL:
+        print(
+            f"{args.bundle}: the {args.split} figures its run recorded are reproduced "
+            f"({len(shared)} metrics, largest difference {gap:.1e})"
+        )
+        return 0
+    print(
+        f"{args.bundle}: {worst} on {args.split} is {result[worst]:.4f}, but its run recorded "
+        f"{recorded[worst]:.4f}: not the model that was measured, or ranked differently "
+        "(--bf16, --retriever)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _evaluate_with_retriever(

@@ -365,6 +365,17 @@ def load_bundle(
     )
 
 
+def check_bundle_dataset(bundle: Bundle, dataset: SequenceDataset, data_dir: str | Path) -> None:
+    """UserError unless `dataset` is the one `bundle` was exported with (the same stats.json,
+    compared by its hash, and the same catalog size)."""
+    recorded = (bundle.metadata.get("data") or {}).get("stats_sha256")
+    if dataset.num_items != bundle.num_items or recorded != _data_metadata(dataset)["stats_sha256"]:
+        raise UserError(
+            f"{data_dir}: not the dataset bundle {bundle.path} was exported with (its "
+            f"stats.json differs from the one recorded in {METADATA_FILE})"
+        )
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())

@@ -13,6 +13,7 @@ import yaml
 from dataset_helpers import make_dataset, one_thread  # noqa: F401
 
 from app.train import register
+from recsys.bundle import export_bundle
 from recsys.errors import UserError
 from recsys.metrics import METRIC_KEYS
 
@@ -67,6 +68,23 @@ def test_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     # An exact retriever of recsys.retrieval ranks like brute force.
     assert run_cli(["evaluate", "--run", str(run), "--retriever", "brute_force"]) == 0
     assert "| model (brute_force) |" in capsys.readouterr().out
+
+    # The exported bundle, the model as served, ranks test as the run recorded.
+    bundle = export_bundle(run, tmp_path / "bundle")
+    assert run_cli(["evaluate", "--bundle", str(bundle), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "| recorded at export |" in out and "figures its run recorded are reproduced" in out
+    meta_path = bundle / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["metrics"]["test"]["hr@10"] += 0.01  # a record that is not this model's
+    meta_path.write_text(json.dumps(meta))
+    assert run_cli(["evaluate", "--bundle", str(bundle), "--data", str(data)]) == 1
+    assert "but its run recorded" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--data DIR is required with --bundle"):
+        run_cli(["evaluate", "--bundle", str(bundle)])
+    other = make_dataset(tmp_path / "other", num_users=41, num_items=20)
+    with pytest.raises(UserError, match="not the dataset bundle"):
+        run_cli(["evaluate", "--bundle", str(bundle), "--data", str(other)])
 
     # Resuming past the end trains one more epoch.
     assert run_cli([*argv, "--no-progress", "--resume", str(run), "--max-epochs", "3"]) == 0
