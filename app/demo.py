@@ -85,6 +85,10 @@ def run_demo(args: argparse.Namespace) -> int:
     _step("3. export the bundle")
     bundle = export_bundle(run_dir, out / "bundle")
     print(f"bundle: {bundle}")
+    print(
+        f"(to check it against its run's figures: "
+        f"recsys evaluate --bundle {bundle} --data {data_dir})"
+    )
     if args.no_serve:
         return 0
 
