@@ -18,6 +18,7 @@ from benchmarks.bench_results_doc import (
     readme_retrieval_table,
     readme_table,
     render,
+    seed_gaps_section,
     seeds_section,
     steps_section,
     with_readme_table,
@@ -327,3 +328,27 @@ def test_seeds_table_sets_runs_of_one_recipe_side_by_side_with_their_spread(
         seeds_section(results, (("beauty", (("x", ("beauty-x",)),)),))
     assert seeds_section(results, ()) == []
     assert seeds_section(results, (("ml-1m", (("x", ("a",)),)),)) == []  # no summary: no table
+
+
+def test_seed_gaps_pair_each_mol_run_with_the_dot_run_of_its_seed(tmp_path: Path) -> None:
+    results = _results(tmp_path)
+    for name, seed in (("beauty-dot", 42), ("beauty-mol", 42)):
+        (results / f"beauty-{name}.json").write_text(json.dumps({"seed": seed}))
+    gaps = (("beauty", (("MoL v dot", ("beauty-mol",), ("beauty-dot",)),)),)
+    lines = seed_gaps_section(results, gaps)
+    assert lines[0] == "### MoL minus dot, seed by seed"
+    # _results: valid NDCG@10 0.03 v 0.025, test HR@10 0.06 v 0.05, the rest equal
+    zeros = "+0.0000 | +0.0000 | +0.0000 | +0.0000 |"
+    row = f"| 42 | beauty-mol | beauty-dot | +0.0050 | +0.0100 | {zeros}"
+    assert row in lines
+    mean = f"| mean |  |  | +0.0050 | +0.0100 | {zeros}"
+    assert lines.index(row) + 1 == lines.index(mean)
+    (results / "beauty-beauty-dot.json").write_text(json.dumps({"seed": 43}))
+    with pytest.raises(ValueError, match="must record the same seed"):
+        seed_gaps_section(results, gaps)
+    (results / "beauty-beauty-dot.json").unlink()
+    with pytest.raises(ValueError, match="must record the same seed"):
+        seed_gaps_section(results, gaps)
+    with pytest.raises(ValueError, match="no row named 'beauty-x'"):
+        seed_gaps_section(results, (("beauty", (("x", ("beauty-x",), ("beauty-dot",)),)),))
+    assert seed_gaps_section(results, ()) == []
