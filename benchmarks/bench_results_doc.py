@@ -193,6 +193,10 @@ SEED_GROUPS: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
                 "HSTU + dot, full-catalog softmax, 32 epochs: the dot twin of the MoL recipe",
                 ("ml-1m-hstu-dot-pp32-cpu", "ml-1m-hstu-dot-pp32-seed2-cpu"),
             ),
+            (
+                "HSTU + dot on MoL's 192 per-position sampled negatives, 32 epochs",
+                ("ml-1m-hstu-dot-sampled-pp192-cpu", "ml-1m-hstu-dot-sampled-pp192-seed2-cpu"),
+            ),
         ),
     ),
 )
@@ -208,6 +212,12 @@ SEED_GAPS: tuple[tuple[str, tuple[tuple[str, tuple[str, ...], tuple[str, ...]], 
                 "against its dot twin on the full-catalog softmax",
                 ("ml-1m-hstu-mol-pp192-es6-cpu", "ml-1m-hstu-mol-pp192-es6-seed2-cpu"),
                 ("ml-1m-hstu-dot-pp32-cpu", "ml-1m-hstu-dot-pp32-seed2-cpu"),
+            ),
+            (
+                "The same MoL runs against the dot product trained on the same 192 sampled "
+                "negatives per position",
+                ("ml-1m-hstu-mol-pp192-es6-cpu", "ml-1m-hstu-mol-pp192-es6-seed2-cpu"),
+                ("ml-1m-hstu-dot-sampled-pp192-cpu", "ml-1m-hstu-dot-sampled-pp192-seed2-cpu"),
             ),
         ),
     ),
