@@ -129,8 +129,8 @@ RECIPE_STEPS = (
         ("ml-1m-hstu-dot-pp32-cpu", "(its dot twin)"),
         (
             "ml-1m-sasrec-dot-cpu",
-            "(SASRec, 2 blocks, on that dot twin's recipe: the SASRec baseline, trained to "
-            "convergence)",
+            "(SASRec, 2 blocks, on that dot twin's 32-epoch recipe: the SASRec baseline; "
+            "validation level over its last epochs)",
         ),
         ("ml-1m-hstu-mol-pp192-cpu", "192 negatives per position: the selected model"),
         (
